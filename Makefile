@@ -1,0 +1,112 @@
+# cleave — build, test, demo. `make help` lists the targets.
+#
+# The build says what it found: CPU features (from /proc/cpuinfo and the
+# compiler), threads, and the optional toolchains (nvcc, NCCL, MPI).
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+SAN     ?=
+CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -pthread $(SAN)
+LDLIBS  := -lcjson -lm -lpthread
+
+SRC_LIB := $(filter-out src/cli/%,$(wildcard src/*/*.c src/*/*/*.c))
+SRC_CLI := $(wildcard src/cli/*.c)
+OBJ_LIB := $(SRC_LIB:%.c=$(BUILD)/obj/%.o)
+OBJ_CLI := $(SRC_CLI:%.c=$(BUILD)/obj/%.o)
+HDRS    := $(wildcard include/*.h src/*/*.h src/*/*/*.h)
+
+# ---- what this machine has ---------------------------------------------------
+cpu_has = $(if $(shell grep -qw $(1) /proc/cpuinfo 2>/dev/null && echo y),yes,no)
+HAVE_AVX2     := $(call cpu_has,avx2)
+HAVE_AVX512   := $(call cpu_has,avx512f)
+HAVE_AVX512BF := $(call cpu_has,avx512_bf16)
+HAVE_AMX      := $(call cpu_has,amx_bf16)
+NPROC         := $(shell nproc 2>/dev/null || echo 1)
+NVCC          := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+NCCL_H        := $(firstword $(wildcard /usr/include/nccl.h /usr/local/cuda/include/nccl.h))
+MPICC         := $(shell command -v mpicc 2>/dev/null)
+ifndef CLV_QUIET_CONFIG
+$(info cleave build: cpu avx2=$(HAVE_AVX2) avx512=$(HAVE_AVX512) avx512-bf16=$(HAVE_AVX512BF) amx-bf16=$(HAVE_AMX); threads=$(NPROC) online cpus; kernels: scalar + avx2 + avx512, chosen at run time)
+$(info cleave build: nvcc=$(if $(NVCC),$(NVCC),not found) nccl=$(if $(NCCL_H),found,not found) mpi=$(if $(MPICC),$(MPICC),not found); cuda backend, nccl and mpi communicators: not in this build yet)
+export CLV_QUIET_CONFIG := 1
+endif
+
+.PHONY: all deps test test-asan demo fuzz bench clean help
+all: deps $(BUILD)/cleave $(BUILD)/libcleave.a
+
+# ---- dependencies: Debian packages, installed when missing --------------------
+DEB_PKGS := libcjson-dev
+deps:
+	@if [ ! -f /usr/include/cjson/cJSON.h ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "cleave: installing $(DEB_PKGS)"; \
+	    (apt-get install -y -qq $(DEB_PKGS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(DEB_PKGS))) || exit 1; \
+	  else \
+	    echo "cleave: missing Debian packages; run: sudo apt-get install -y $(DEB_PKGS)"; exit 1; \
+	  fi; \
+	fi
+
+$(BUILD)/obj/%.o: %.c $(HDRS) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libcleave.a: $(OBJ_LIB)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/cleave: $(OBJ_CLI) $(BUILD)/libcleave.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# ---- tests ------------------------------------------------------------------
+TEST_SRC  := $(wildcard tests/unit/*.c)
+TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcleave.a tests/unit/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc $< $(BUILD)/libcleave.a -o $@ $(LDLIBS)
+
+$(BUILD)/ref64: tests/ref/ref64.c | deps
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror $(SAN) $< -o $@ -lcjson -lm
+
+test: all $(TEST_BINS) $(BUILD)/ref64
+	@BUILD=$(BUILD) bash tests/run.sh
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
+
+# ---- fuzzing (clang + libFuzzer) ----------------------------------------------
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(SRC_LIB) $(HDRS) | deps
+	@mkdir -p $(dir $@)
+	clang -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined $< $(SRC_LIB) -o $@ $(LDLIBS)
+fuzz: $(FUZZ_TARGETS)
+	@for f in $(FUZZ_TARGETS); do echo "== $$f"; \
+	  mkdir -p $(BUILD)/corpus/$$(basename $$f); \
+	  $$f -max_total_time=$${FUZZ_SECONDS:-30} $(BUILD)/corpus/$$(basename $$f) tests/fuzz/seeds/$$(basename $$f) || exit 1; done
+
+# ---- demo ---------------------------------------------------------------------
+DEMO_DIR := $(BUILD)/demo-model
+demo: all
+	@echo "== demo: a synthetic Llama-style model (random weights: the tokens are not language)"
+	@[ -f $(DEMO_DIR)/config.json ] || $(BUILD)/cleave synth --arch llama --hidden 512 --layers 8 --heads 8 \
+	  --kv-heads 2 --intermediate 1408 --vocab 8192 --dtype bf16 --seed 7 --out $(DEMO_DIR)
+	$(BUILD)/cleave info -m $(DEMO_DIR) | head -16
+	$(BUILD)/cleave generate -m $(DEMO_DIR) --ids 1,15,300,42 -n 32 --greedy
+	$(BUILD)/cleave bench -m $(DEMO_DIR) -p 128 -n 32 -r 1
+
+bench: all
+	$(MAKE) -C bench
+
+clean:
+	rm -rf build build-asan
+
+help:
+	@echo "make            build build/cleave and build/libcleave.a"
+	@echo "make test       build and run the test suite"
+	@echo "make test-asan  the suite under ASan + UBSan"
+	@echo "make demo       run the main job on a small embedded model"
+	@echo "make fuzz       build and run the libFuzzer targets (FUZZ_SECONDS each)"

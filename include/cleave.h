@@ -1,0 +1,59 @@
+/* cleave — public C API.
+ *
+ * Handles are opaque; everything a caller can do goes through these functions.
+ * No function here exits the process: each returns 0 on success or a negative
+ * clv_code, with a message in the clv_status the caller passed. */
+#ifndef CLEAVE_H
+#define CLEAVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CLV_VERSION "0.1.0"
+
+typedef enum clv_code {
+    CLV_OK = 0,
+    CLV_EINVAL = -1,      /* bad user input: flag, value, file content */
+    CLV_EIO = -2,         /* a file could not be opened, read, mapped or written */
+    CLV_ENOMEM = -3,      /* an allocation failed */
+    CLV_EFORMAT = -4,     /* a checkpoint file is malformed */
+    CLV_EUNSUPPORTED = -5 /* well-formed, but not something cleave implements */
+} clv_code;
+
+typedef struct clv_status {
+    int code;
+    char msg[1024];
+} clv_status;
+
+typedef struct clv_model clv_model;     /* weights + config, read-only once loaded */
+typedef struct clv_session clv_session; /* KV cache + run state for one model */
+
+typedef struct clv_load_opts {
+    int n_threads;  /* 0: one per online CPU */
+    int ctx;        /* KV cache length in tokens; 0: decided by the caller of clv_session_new */
+} clv_load_opts;
+
+/* Load a Hugging Face model folder (config.json, *.safetensors [+ index]). */
+int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, clv_status *st);
+void clv_model_free(clv_model *m);
+int clv_model_vocab(const clv_model *m);
+
+/* A session owns a KV cache of `ctx` tokens. */
+int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st);
+void clv_session_free(clv_session *s);
+void clv_session_reset(clv_session *s);
+
+/* Feed `n` tokens at the current position (prefill: one pass, matrix x matrix).
+ * If `logits` is non-NULL it receives [n, vocab] floats when all_logits != 0,
+ * else [vocab] floats for the last token. */
+int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, int all_logits,
+                     clv_status *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

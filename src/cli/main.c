@@ -1,0 +1,450 @@
+/* cleave — command-line front end. Parses flags, calls the library, prints.
+ * The only place in the project that exits. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "../backend/backend.h"
+#include "../model/synth.h"
+#include "../runtime/runtime.h"
+#include "../util/util.h"
+#include "cleave.h"
+
+static const char *k_usage =
+    "cleave " CLV_VERSION " — run Hugging Face causal-LM checkpoints\n"
+    "\n"
+    "usage: cleave <command> [options]   (cleave <command> --help for its options)\n"
+    "\n"
+    "commands:\n"
+    "  generate   generate tokens from a prompt of token ids\n"
+    "  logits     write the logits of every prompt position to a file\n"
+    "  info       print the normalised config and the tensor inventory\n"
+    "  synth      write a random-weight checkpoint in transformers' layout\n"
+    "  bench      prompt-processing and decode speed (pp / tg, achieved GB/s)\n";
+
+static const char *k_generate_help =
+    "usage: cleave generate -m DIR --ids 1,2,3 [-n N] [sampling] [--json] [-t THREADS] [--ctx N]\n"
+    "\n"
+    "  -m, --model DIR        model folder (config.json, *.safetensors)\n"
+    "  --ids LIST             prompt token ids, comma-separated\n"
+    "  -n, --n-predict N      tokens to generate (default: generation_config.json's\n"
+    "                         max_new_tokens, else 32); stops early at an eos id\n"
+    "  --greedy               argmax decoding\n"
+    "  --temperature T        sample with temperature T (> 0)\n"
+    "  --top-k K              keep the K most likely tokens (0: off)\n"
+    "  --top-p P              keep the smallest set with probability mass >= P\n"
+    "  --min-p M              drop tokens below M x the top probability\n"
+    "  --repetition-penalty R penalise tokens already seen (1: off)\n"
+    "  --seed S               sampling seed (default 0); same seed, same tokens\n"
+    "  --ignore-eos           do not stop at eos ids\n"
+    "  --json                 print one JSON object as the last line of stdout\n"
+    "  -t, --threads N        CPU threads (default: all online CPUs)\n"
+    "  --ctx N                KV cache length (default: prompt + N)\n"
+    "\n"
+    "Without --greedy or a sampling flag, generation_config.json decides: do_sample\n"
+    "true samples with its temperature/top_k/top_p/min_p, otherwise greedy. Any\n"
+    "sampling flag implies sampling; unspecified ones keep those defaults.\n";
+
+static const char *k_logits_help =
+    "usage: cleave logits -m DIR --ids 1,2,3 --out FILE [-t THREADS]\n"
+    "\n"
+    "Writes the logits of every prompt position as little-endian float32,\n"
+    "shape [number of ids, vocab], row-major.\n";
+
+static const char *k_info_help = "usage: cleave info -m DIR\n\nPrints the normalised config and every tensor (name, dtype, shape, file).\n";
+
+static const char *k_synth_help =
+    "usage: cleave synth --arch llama|mistral|qwen2|qwen3 --hidden H --layers L --heads N\n"
+    "                    --kv-heads K --intermediate I --vocab V --dtype f32|bf16|f16\n"
+    "                    --seed S --out DIR [--shards N] [--tie] [--head-dim D]\n"
+    "                    [--max-pos P] [--rope-scaling linear|llama3|yarn --rope-factor F\n"
+    "                    --rope-orig-max-pos P] [--rope-theta T] [--sliding-window W]\n"
+    "                    [--attention-bias]\n"
+    "\n"
+    "Writes config.json, generation_config.json and model.safetensors (or N shards\n"
+    "and model.safetensors.index.json) with random weights, deterministic per seed.\n";
+
+static const char *k_bench_help =
+    "usage: cleave bench -m DIR [-p 512] [-n 128] [-t THREADS] [-r REPS] [--json]\n"
+    "\n"
+    "pp: prompt processing of P random tokens in one pass (tokens/s).\n"
+    "tg: N decoded tokens after it (tokens/s), with the weight bytes read per token\n"
+    "and the achieved GB/s (10^9 bytes/s). Best of REPS runs (default 3).\n";
+
+static _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static _Noreturn void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cleave: error: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static void die_st(const clv_status *st) { die("%s", st->msg); }
+
+/* ---- flag parsing ---------------------------------------------------------- */
+
+typedef struct args {
+    int argc, i;
+    char **argv;
+    const char *cmd, *help;
+} args;
+
+static bool flag(args *a, const char *s1, const char *s2) {
+    const char *f = a->argv[a->i];
+    return strcmp(f, s1) == 0 || (s2 && strcmp(f, s2) == 0);
+}
+static const char *value(args *a) {
+    if (a->i + 1 >= a->argc) die("%s %s: missing value (see cleave %s --help)", a->cmd, a->argv[a->i], a->cmd);
+    return a->argv[++a->i];
+}
+static int64_t int_value(args *a, int64_t lo, int64_t hi) {
+    const char *f = a->argv[a->i], *v = value(a);
+    int64_t x;
+    if (!clv_parse_i64(v, &x) || x < lo || x > hi)
+        die("%s %s: '%s' is not an integer in [%lld, %lld]", a->cmd, f, v, (long long)lo, (long long)hi);
+    return x;
+}
+static double num_value(args *a) {
+    const char *f = a->argv[a->i], *v = value(a);
+    double x;
+    if (!clv_parse_f64(v, &x)) die("%s %s: '%s' is not a number", a->cmd, f, v);
+    return x;
+}
+static _Noreturn void unknown(args *a) {
+    die("%s: unknown option '%s' (see cleave %s --help)", a->cmd, a->argv[a->i], a->cmd);
+}
+static void help_if_asked(args *a) {
+    if (flag(a, "-h", "--help")) {
+        fputs(a->help, stdout);
+        exit(0);
+    }
+}
+
+/* ---- shared: load a model ---------------------------------------------------- */
+
+static clv_model *load_model(const char *dir, int threads) {
+    if (!dir) die("-m DIR is required");
+    clv_status st = {0};
+    clv_model *m;
+    clv_load_opts lo = {.n_threads = threads};
+    if (clv_model_load(&m, dir, &lo, &st)) die_st(&st);
+    return m;
+}
+
+static void ids_check(const clv_model *m, const int32_t *ids, int n) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= m->cfg.vocab) die("--ids: token id %d is outside the vocabulary (0..%d)", ids[i], m->cfg.vocab - 1);
+}
+
+/* ---- generate ------------------------------------------------------------------ */
+
+static bool is_eos(const clv_config *c, int id) {
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_ids[i] == id) return true;
+    return false;
+}
+
+static int cmd_generate(args *a) {
+    const char *dir = NULL, *ids_s = NULL;
+    int n_new = -1, threads = 0, ctx = 0;
+    bool greedy = false, sampling = false, json = false, ignore_eos = false;
+    double temp = NAN, top_p = NAN, min_p = NAN, rep = NAN;
+    int64_t top_k = -1, seed = 0;
+    for (a->i = 2; a->i < a->argc; a->i++) {
+        help_if_asked(a);
+        if (flag(a, "-m", "--model")) dir = value(a);
+        else if (flag(a, "--ids", NULL)) ids_s = value(a);
+        else if (flag(a, "-n", "--n-predict")) n_new = (int)int_value(a, 0, 1 << 24);
+        else if (flag(a, "--greedy", NULL)) greedy = true;
+        else if (flag(a, "--temperature", NULL)) temp = num_value(a), sampling = true;
+        else if (flag(a, "--top-k", NULL)) top_k = int_value(a, 0, INT32_MAX), sampling = true;
+        else if (flag(a, "--top-p", NULL)) top_p = num_value(a), sampling = true;
+        else if (flag(a, "--min-p", NULL)) min_p = num_value(a), sampling = true;
+        else if (flag(a, "--repetition-penalty", NULL)) rep = num_value(a);
+        else if (flag(a, "--seed", NULL)) seed = int_value(a, 0, INT64_MAX);
+        else if (flag(a, "--json", NULL)) json = true;
+        else if (flag(a, "--ignore-eos", NULL)) ignore_eos = true;
+        else if (flag(a, "-t", "--threads")) threads = (int)int_value(a, 1, 4096);
+        else if (flag(a, "--ctx", NULL)) ctx = (int)int_value(a, 1, INT32_MAX);
+        else unknown(a);
+    }
+    if (greedy && sampling) die("generate: --greedy cannot be combined with --temperature/--top-k/--top-p/--min-p");
+    if (!ids_s) die("generate: --ids is required (e.g. --ids 1,2,3)");
+    clv_status st = {0};
+    int32_t *prompt;
+    int n_prompt;
+    if (clv_parse_ids(ids_s, &prompt, &n_prompt, &st)) die_st(&st);
+    clv_model *m = load_model(dir, threads);
+    ids_check(m, prompt, n_prompt);
+    const clv_gen_config *g = &m->gen;
+    if (n_new < 0) n_new = g->max_new_tokens > 0 ? g->max_new_tokens : 32;
+    if (ctx == 0) ctx = n_prompt + (n_new > 0 ? n_new : 1);
+    if (n_prompt + n_new > ctx) die("generate: prompt (%d) + -n (%d) exceeds --ctx %d", n_prompt, n_new, ctx);
+
+    clv_sampler_cfg sc = {
+        .greedy = greedy || (!sampling && !g->do_sample),
+        .temperature = (float)(isnan(temp) ? g->temperature : temp),
+        .top_k = (int)(top_k >= 0 ? top_k : g->top_k),
+        .top_p = (float)(isnan(top_p) ? g->top_p : top_p),
+        .min_p = (float)(isnan(min_p) ? g->min_p : min_p),
+        .repetition_penalty = (float)(isnan(rep) ? g->repetition_penalty : rep),
+        .seed = (uint64_t)seed,
+    };
+    clv_sampler smp;
+    if (clv_sampler_init(&smp, &sc, m->cfg.vocab, &st)) die_st(&st);
+    clv_session *s;
+    if (clv_session_new(&s, m, ctx, &st)) die_st(&st);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab);
+    int32_t *hist = malloc(sizeof(int32_t) * (size_t)(n_prompt + n_new + 1));
+    if (!logits || !hist) die("out of memory");
+    memcpy(hist, prompt, sizeof(int32_t) * (size_t)n_prompt);
+    int n_hist = n_prompt, n_gen = 0;
+
+    double t0 = clv_now();
+    if (clv_session_eval(s, prompt, n_prompt, logits, 0, &st)) die_st(&st);
+    double t1 = clv_now(), t_first = t1;
+    while (n_gen < n_new) {
+        int tok = clv_sampler_next(&smp, logits, hist, n_hist);
+        hist[n_hist++] = tok;
+        n_gen++;
+        if (!json) {
+            printf("%s%d", n_gen > 1 ? " " : "", tok);
+            fflush(stdout);
+        }
+        if (n_gen == 1) t_first = clv_now();
+        if ((!ignore_eos && is_eos(&m->cfg, tok)) || n_gen == n_new) break;
+        if (clv_session_eval(s, &hist[n_hist - 1], 1, logits, 0, &st)) die_st(&st);
+    }
+    double t2 = clv_now();
+    if (!json && n_gen) printf("\n");
+    double pp = n_prompt / (t1 - t0), tg = n_gen > 1 ? (n_gen - 1) / (t2 - t_first) : 0.0;
+    clv_info("prompt %d tokens: %.2f tok/s | generated %d tokens: %.2f tok/s | %s, %d threads\n", n_prompt, pp, n_gen,
+             tg, clv_cpu_isa(), clv_cpu_backend_threads(m->be[0]));
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON *ids = cJSON_AddArrayToObject(o, "ids");
+        for (int i = 0; i < n_gen; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(hist[n_prompt + i]));
+        cJSON_AddNumberToObject(o, "prompt_tokens", n_prompt);
+        cJSON_AddNumberToObject(o, "generated_tokens", n_gen);
+        cJSON_AddNumberToObject(o, "prefill_tok_s", pp);
+        cJSON_AddNumberToObject(o, "decode_tok_s", tg);
+        cJSON_AddBoolToObject(o, "greedy", sc.greedy);
+        cJSON_AddBoolToObject(o, "stopped_at_eos", n_gen > 0 && !ignore_eos && is_eos(&m->cfg, hist[n_hist - 1]));
+        char *txt = cJSON_PrintUnformatted(o);
+        printf("%s\n", txt);
+        free(txt);
+        cJSON_Delete(o);
+    }
+    free(logits);
+    free(hist);
+    free(prompt);
+    clv_sampler_free(&smp);
+    clv_session_free(s);
+    clv_model_free(m);
+    return 0;
+}
+
+/* ---- logits ---------------------------------------------------------------------- */
+
+static int cmd_logits(args *a) {
+    const char *dir = NULL, *ids_s = NULL, *out = NULL;
+    int threads = 0;
+    for (a->i = 2; a->i < a->argc; a->i++) {
+        help_if_asked(a);
+        if (flag(a, "-m", "--model")) dir = value(a);
+        else if (flag(a, "--ids", NULL)) ids_s = value(a);
+        else if (flag(a, "--out", "-o")) out = value(a);
+        else if (flag(a, "-t", "--threads")) threads = (int)int_value(a, 1, 4096);
+        else unknown(a);
+    }
+    if (!ids_s || !out) die("logits: --ids and --out are required");
+    clv_status st = {0};
+    int32_t *ids;
+    int n;
+    if (clv_parse_ids(ids_s, &ids, &n, &st)) die_st(&st);
+    clv_model *m = load_model(dir, threads);
+    ids_check(m, ids, n);
+    clv_session *s;
+    if (clv_session_new(&s, m, n, &st)) die_st(&st);
+    size_t count = (size_t)n * m->cfg.vocab;
+    float *lg = malloc(sizeof(float) * count);
+    if (!lg) die("out of memory for %zu logits", count);
+    if (clv_session_eval(s, ids, n, lg, 1, &st)) die_st(&st);
+    if (clv_write_file(out, lg, sizeof(float) * count, &st)) die_st(&st);
+    clv_info("wrote %d x %d logits to %s\n", n, m->cfg.vocab, out);
+    free(lg);
+    free(ids);
+    clv_session_free(s);
+    clv_model_free(m);
+    return 0;
+}
+
+/* ---- info ------------------------------------------------------------------------ */
+
+static int cmd_info(args *a) {
+    const char *dir = NULL;
+    for (a->i = 2; a->i < a->argc; a->i++) {
+        help_if_asked(a);
+        if (flag(a, "-m", "--model")) dir = value(a);
+        else unknown(a);
+    }
+    clv_model *m = load_model(dir, 1);
+    clv_config_print(&m->cfg, stdout);
+    printf("weights            %.2f MiB in %d file(s), %d tensors\n", m->weight_bytes / 1048576.0, m->st.n_files,
+           m->st.n_tensors);
+    printf("\n%-56s %-5s %-16s %s\n", "tensor", "dtype", "shape", "file");
+    for (int i = 0; i < m->st.n_tensors; i++) {
+        const clv_st_tensor *t = &m->st.tensors[i];
+        char shape[96];
+        clv_st_shape_str(t, shape, sizeof shape);
+        const char *path = m->st.files[t->file].path, *slash = strrchr(path, '/');
+        printf("%-56s %-5s %-16s %s\n", t->name, clv_dtype_name(t->dtype), shape, slash ? slash + 1 : path);
+    }
+    clv_model_free(m);
+    return 0;
+}
+
+/* ---- synth ------------------------------------------------------------------------ */
+
+static int cmd_synth(args *a) {
+    clv_synth_opts o;
+    clv_synth_defaults(&o);
+    bool have_arch = false;
+    for (a->i = 2; a->i < a->argc; a->i++) {
+        help_if_asked(a);
+        if (flag(a, "--arch", NULL)) {
+            const char *v = value(a);
+            static const char *names[] = {"llama", "mistral", "qwen2", "qwen3"};
+            int k = 0;
+            while (k < 4 && strcmp(v, names[k])) k++;
+            if (k == 4) die("synth --arch: '%s' is not one of llama, mistral, qwen2, qwen3", v);
+            o.arch = (clv_arch)k;
+            have_arch = true;
+        } else if (flag(a, "--hidden", NULL)) o.hidden = (int)int_value(a, 1, 1 << 16);
+        else if (flag(a, "--layers", NULL)) o.layers = (int)int_value(a, 1, CLV_MAX_LAYERS);
+        else if (flag(a, "--heads", NULL)) o.heads = (int)int_value(a, 1, 1024);
+        else if (flag(a, "--kv-heads", NULL)) o.kv_heads = (int)int_value(a, 1, 1024);
+        else if (flag(a, "--intermediate", NULL)) o.intermediate = (int)int_value(a, 1, 1 << 20);
+        else if (flag(a, "--vocab", NULL)) o.vocab = (int)int_value(a, 3, 1 << 22);
+        else if (flag(a, "--head-dim", NULL)) o.head_dim = (int)int_value(a, 2, CLV_MAX_HEAD_DIM);
+        else if (flag(a, "--max-pos", NULL)) o.max_pos = (int)int_value(a, 1, INT32_MAX);
+        else if (flag(a, "--seed", NULL)) o.seed = (uint64_t)int_value(a, 0, INT64_MAX);
+        else if (flag(a, "--shards", NULL)) o.shards = (int)int_value(a, 1, 99999);
+        else if (flag(a, "--tie", NULL)) o.tie = true;
+        else if (flag(a, "--attention-bias", NULL)) o.attention_bias = true;
+        else if (flag(a, "--out", "-o")) o.out_dir = value(a);
+        else if (flag(a, "--rope-factor", NULL)) o.rope_factor = num_value(a);
+        else if (flag(a, "--rope-theta", NULL)) o.rope_theta = num_value(a);
+        else if (flag(a, "--rope-orig-max-pos", NULL)) o.rope_orig_max_pos = (int)int_value(a, 1, INT32_MAX);
+        else if (flag(a, "--sliding-window", NULL)) o.sliding_window = (int)int_value(a, 1, INT32_MAX);
+        else if (flag(a, "--rope-scaling", NULL)) {
+            const char *v = value(a);
+            if (strcmp(v, "linear") == 0) o.rope = CLV_ROPE_LINEAR;
+            else if (strcmp(v, "llama3") == 0) o.rope = CLV_ROPE_LLAMA3;
+            else if (strcmp(v, "yarn") == 0) o.rope = CLV_ROPE_YARN;
+            else die("synth --rope-scaling: '%s' is not one of linear, llama3, yarn", v);
+        } else if (flag(a, "--dtype", NULL)) {
+            const char *v = value(a);
+            if (strcmp(v, "f32") == 0) o.dtype = CLV_DT_F32;
+            else if (strcmp(v, "bf16") == 0) o.dtype = CLV_DT_BF16;
+            else if (strcmp(v, "f16") == 0) o.dtype = CLV_DT_F16;
+            else die("synth --dtype: '%s' is not one of f32, bf16, f16", v);
+        } else unknown(a);
+    }
+    if (!have_arch || !o.out_dir) die("synth: --arch and --out are required (see cleave synth --help)");
+    if (o.rope != CLV_ROPE_DEFAULT && o.rope != CLV_ROPE_LINEAR && !o.rope_orig_max_pos)
+        o.rope_orig_max_pos = o.max_pos < 8192 ? o.max_pos : 8192;
+    if (o.sliding_window && o.arch == CLV_ARCH_LLAMA) die("synth: --sliding-window needs --arch mistral, qwen2 or qwen3");
+    clv_status st = {0};
+    if (clv_synth_write(&o, &st)) die_st(&st);
+    clv_info("wrote %s\n", o.out_dir);
+    return 0;
+}
+
+/* ---- bench ------------------------------------------------------------------------ */
+
+static int cmd_bench(args *a) {
+    const char *dir = NULL;
+    int pp = 512, tg = 128, threads = 0, reps = 3;
+    bool json = false;
+    for (a->i = 2; a->i < a->argc; a->i++) {
+        help_if_asked(a);
+        if (flag(a, "-m", "--model")) dir = value(a);
+        else if (flag(a, "-p", NULL)) pp = (int)int_value(a, 1, 1 << 20);
+        else if (flag(a, "-n", NULL)) tg = (int)int_value(a, 1, 1 << 20);
+        else if (flag(a, "-t", "--threads")) threads = (int)int_value(a, 1, 4096);
+        else if (flag(a, "-r", "--reps")) reps = (int)int_value(a, 1, 1000);
+        else if (flag(a, "--json", NULL)) json = true;
+        else unknown(a);
+    }
+    clv_model *m = load_model(dir, threads);
+    clv_status st = {0};
+    clv_session *s;
+    if (clv_session_new(&s, m, pp + tg, &st)) die_st(&st);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)pp);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab);
+    uint64_t r = 12345;
+    for (int i = 0; i < pp; i++) ids[i] = (int32_t)((r = r * 6364136223846793005ull + 1442695040888963407ull) >> 33) % m->cfg.vocab;
+    double best_pp = 0, best_tg = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        clv_session_reset(s);
+        double t0 = clv_now();
+        if (clv_session_eval(s, ids, pp, logits, 0, &st)) die_st(&st);
+        double t1 = clv_now();
+        int32_t tok = ids[pp - 1];
+        for (int i = 0; i < tg; i++) {
+            if (clv_session_eval(s, &tok, 1, logits, 0, &st)) die_st(&st);
+            tok = (tok + 1) % m->cfg.vocab;
+        }
+        double t2 = clv_now();
+        if (pp / (t1 - t0) > best_pp) best_pp = pp / (t1 - t0);
+        if (tg / (t2 - t1) > best_tg) best_tg = tg / (t2 - t1);
+    }
+    double gbs = best_tg * (double)m->decode_bytes / 1e9;
+    int nth = clv_cpu_backend_threads(m->be[0]);
+    if (json) {
+        printf("{\"pp\":%d,\"tg\":%d,\"threads\":%d,\"isa\":\"%s\",\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
+               "\"decode_bytes_per_token\":%llu,\"decode_gb_s\":%.3f}\n",
+               pp, tg, nth, clv_cpu_isa(), best_pp, best_tg, (unsigned long long)m->decode_bytes, gbs);
+    } else {
+        printf("model    %s (%s, %.1f MiB of weights)\n", dir, clv_arch_name(m->cfg.arch), m->weight_bytes / 1048576.0);
+        printf("threads  %d (%s)\n", nth, clv_cpu_isa());
+        printf("pp%-5d  %10.2f tok/s\n", pp, best_pp);
+        printf("tg%-5d  %10.2f tok/s   %.2f GB/s of weights (%.1f MB per token)\n", tg, best_tg, gbs,
+               m->decode_bytes / 1e6);
+    }
+    free(ids);
+    free(logits);
+    clv_session_free(s);
+    clv_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        fputs(k_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("cleave %s\n", CLV_VERSION);
+        return 0;
+    }
+    static const struct { const char *name; int (*fn)(args *); const char **help; } cmds[] = {
+        {"generate", cmd_generate, &k_generate_help}, {"logits", cmd_logits, &k_logits_help},
+        {"info", cmd_info, &k_info_help},             {"synth", cmd_synth, &k_synth_help},
+        {"bench", cmd_bench, &k_bench_help},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(argv[1], cmds[i].name) == 0) {
+            args a = {argc, 2, argv, cmds[i].name, *cmds[i].help};
+            return cmds[i].fn(&a);
+        }
+    fprintf(stderr, "cleave: unknown command '%s'\n\n%s", argv[1], k_usage);
+    return 2;
+}
