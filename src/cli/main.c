@@ -49,10 +49,11 @@ static const char *k_generate_help =
     "sampling flag implies sampling; unspecified ones keep those defaults.\n";
 
 static const char *k_logits_help =
-    "usage: cleave logits -m DIR --ids 1,2,3 --out FILE [-t THREADS]\n"
+    "usage: cleave logits -m DIR --ids 1,2,3 --out FILE [-t THREADS] [--one-by-one]\n"
     "\n"
     "Writes the logits of every prompt position as little-endian float32,\n"
-    "shape [number of ids, vocab], row-major.\n";
+    "shape [number of ids, vocab], row-major. The prompt goes through in one\n"
+    "prefill pass; --one-by-one feeds it a token at a time through the decode path.\n";
 
 static const char *k_info_help = "usage: cleave info -m DIR\n\nPrints the normalised config and every tensor (name, dtype, shape, file).\n";
 
@@ -255,11 +256,13 @@ static int cmd_generate(args *a) {
 static int cmd_logits(args *a) {
     const char *dir = NULL, *ids_s = NULL, *out = NULL;
     int threads = 0;
+    bool one_by_one = false;
     for (a->i = 2; a->i < a->argc; a->i++) {
         help_if_asked(a);
         if (flag(a, "-m", "--model")) dir = value(a);
         else if (flag(a, "--ids", NULL)) ids_s = value(a);
         else if (flag(a, "--out", "-o")) out = value(a);
+        else if (flag(a, "--one-by-one", NULL)) one_by_one = true;
         else if (flag(a, "-t", "--threads")) threads = (int)int_value(a, 1, 4096);
         else unknown(a);
     }
@@ -275,7 +278,12 @@ static int cmd_logits(args *a) {
     size_t count = (size_t)n * m->cfg.vocab;
     float *lg = malloc(sizeof(float) * count);
     if (!lg) die("out of memory for %zu logits", count);
-    if (clv_session_eval(s, ids, n, lg, 1, &st)) die_st(&st);
+    if (one_by_one) {
+        for (int i = 0; i < n; i++)
+            if (clv_session_eval(s, ids + i, 1, lg + (size_t)i * m->cfg.vocab, 1, &st)) die_st(&st);
+    } else if (clv_session_eval(s, ids, n, lg, 1, &st)) {
+        die_st(&st);
+    }
     if (clv_write_file(out, lg, sizeof(float) * count, &st)) die_st(&st);
     clv_info("wrote %d x %d logits to %s\n", n, m->cfg.vocab, out);
     free(lg);

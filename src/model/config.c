@@ -225,12 +225,14 @@ int clv_config_parse(clv_config *c, const char *text, size_t len, const char *fn
         (rc = jint(&j, NULL, "vocab_size", INT64_MIN, 1, 1 << 24, &c->vocab)) ||
         (rc = jint(&j, NULL, "max_position_embeddings", 2048, 1, INT32_MAX, &c->max_pos)))
         goto done;
-    if (c->hidden % c->n_heads != 0 && !jget(&j, NULL, "head_dim")) {
+    if (c->hidden % c->n_heads != 0 && !jget(&j, NULL, "head_dim") && c->arch != CLV_ARCH_QWEN3) {
         rc = clv_fail(st, CLV_EINVAL, "%s: hidden_size %d is not divisible by num_attention_heads %d and no head_dim is given",
                       fname, c->hidden, c->n_heads);
         goto done;
     }
-    if ((rc = jint(&j, NULL, "head_dim", c->hidden / c->n_heads, 2, 4096, &c->head_dim))) goto done;
+    /* transformers' class defaults where a key is absent: Qwen3 has head_dim 128. */
+    if ((rc = jint(&j, NULL, "head_dim", c->arch == CLV_ARCH_QWEN3 ? 128 : c->hidden / c->n_heads, 2, 4096, &c->head_dim)))
+        goto done;
     if (c->head_dim % 2) {
         rc = clv_fail(st, CLV_EINVAL, "%s: head_dim %d must be even for RoPE", fname, c->head_dim);
         goto done;
@@ -264,12 +266,14 @@ int clv_config_parse(clv_config *c, const char *text, size_t len, const char *fn
      * Qwen2/3 only with use_sliding_window, from layer max_window_layers on.
      * An explicit `layer_types` list overrides both. */
     int window = 0;
-    if ((rc = jint(&j, NULL, "sliding_window", 0, 0, INT32_MAX, &window))) goto done;
+    const cJSON *swk = cJSON_GetObjectItemCaseSensitive(j.root, "sliding_window");
+    if (c->arch == CLV_ARCH_MISTRAL && !swk) window = 4096; /* MistralConfig's default when the key is absent */
+    else if ((rc = jint(&j, NULL, "sliding_window", 0, 0, INT32_MAX, &window))) goto done;
     bool use_sw = c->arch == CLV_ARCH_MISTRAL;
     int max_window_layers = 0;
     if (c->arch == CLV_ARCH_QWEN2 || c->arch == CLV_ARCH_QWEN3) {
         if ((rc = jbool(&j, "use_sliding_window", false, &use_sw)) ||
-            (rc = jint(&j, NULL, "max_window_layers", c->n_layers, 0, INT32_MAX, &max_window_layers)))
+            (rc = jint(&j, NULL, "max_window_layers", 28, 0, INT32_MAX, &max_window_layers)))
             goto done;
     }
     const cJSON *lt = jget(&j, NULL, "layer_types");

@@ -9,8 +9,7 @@ static bool is_ignored_extra(const clv_model *m, const char *name) {
     /* Old checkpoints store RoPE's inverse frequencies; transformers ignores them too. */
     size_t n = strlen(name), s = strlen("rotary_emb.inv_freq");
     if (n >= s && strcmp(name + n - s, "rotary_emb.inv_freq") == 0) return true;
-    /* Some tied checkpoints also store lm_head; with tied embeddings it is unused. */
-    return m->cfg.tie_embeddings && strcmp(name, "lm_head.weight") == 0;
+    return false;
 }
 
 int clv_model_bind(clv_model *m, clv_status *st) {
@@ -122,7 +121,23 @@ int clv_model_bind(clv_model *m, clv_status *st) {
         default: CLV_ASSERT(!"unexpected 2-D slot");
         }
     }
-    if (c->tie_embeddings) {
+    /* Tied embeddings: the head is the embedding table, unless the checkpoint
+     * also stores an lm_head.weight, which transformers then uses instead. */
+    const clv_st_tensor *head = c->tie_embeddings ? clv_st_find(&m->st, "lm_head.weight") : NULL;
+    if (head) {
+        const clv_st_tensor *e = clv_st_find(&m->st, "model.embed_tokens.weight");
+        if (head->ndim != 2 || head->dtype != e->dtype || head->shape[0] != e->shape[0] || head->shape[1] != e->shape[1]) {
+            char got[128];
+            clv_st_shape_str(head, got, sizeof got);
+            rc = clv_fail(st, CLV_EFORMAT, "%s: tensor 'lm_head.weight' (%s %s) does not match model.embed_tokens.weight",
+                          m->st.files[head->file].path, clv_dtype_name(head->dtype), got);
+            goto done;
+        }
+        used[head - m->st.tensors] = true;
+        m->lm_head = (clv_mat){clv_st_data(&m->st, head), head->dtype, m->embed.rows, m->embed.cols};
+        m->weight_bytes += head->end - head->begin;
+        m->decode_bytes += head->end - head->begin;
+    } else if (c->tie_embeddings) {
         m->lm_head = m->embed;
         m->decode_bytes += (uint64_t)m->embed.rows * m->embed.cols * clv_dtype_size(m->embed.dt) -
                            (uint64_t)m->embed.cols * clv_dtype_size(m->embed.dt);

@@ -1,0 +1,179 @@
+# Test cases, sourced by tests/run.sh (which defines run, json_get, CLEAVE, REF, TMP).
+#
+# Tolerances. Logits are compared element-wise with |got - ref| <= atol + rtol*|ref|:
+#   vs transformers (float32 compute, fixtures in tests/fixtures/hf): atol = rtol = 1e-4
+#   vs the float64 reference (tests/ref/ref64.c):                      atol = rtol = 1e-4
+# Weights are exact in every dtype on both sides (bf16/f16 widen exactly), and
+# cleave keeps activations in f32, so the only error is f32 rounding: the worst
+# seen is ~1e-5 on these sizes. Greedy tokens must match exactly.
+TOL="--atol 1e-4 --rtol 1e-4"
+
+# ---- unit tests (C) -----------------------------------------------------------
+for t in "$BUILD"/tests/*; do
+    run "unit/$(basename "$t")" "$t"
+done
+
+# ---- golden outputs of Hugging Face transformers ---------------------------------
+hf_logits() { # hf_logits CASE_DIR
+    local d=$1 ids V
+    ids=$(json_get "$d/expected.json" "','.join(map(str, d['prompt_ids']))")
+    V=$(json_get "$d/config.json" "d['vocab_size']")
+    "$CLEAVE" logits -m "$d" --ids "$ids" --out "$TMP/hf.f32" &&
+        python3 tests/tools/cmp_f32.py "$TMP/hf.f32" "$d/expected_logits.f32" --vocab "$V" $TOL --label "$(basename "$d")"
+}
+hf_greedy() { # hf_greedy CASE_DIR
+    local d=$1 ids n want got
+    ids=$(json_get "$d/expected.json" "','.join(map(str, d['prompt_ids']))")
+    n=$(json_get "$d/expected.json" "d['n_new']")
+    want=$(json_get "$d/expected.json" "d['greedy_ids']")
+    "$CLEAVE" generate -m "$d" --ids "$ids" -n "$n" --greedy --json >"$TMP/g.json" || return 1
+    got=$(tail -n 1 "$TMP/g.json" | python3 -c "import json,sys; print(json.load(sys.stdin)['ids'])")
+    echo "transformers: $want"
+    echo "cleave:       $got"
+    [[ $got == "$want" ]]
+}
+for d in tests/fixtures/hf/*/; do
+    d=${d%/}
+    run "hf/$(basename "$d")/logits" hf_logits "$d"
+    run "hf/$(basename "$d")/greedy" hf_greedy "$d"
+done
+
+# ---- the float64 reference, over a matrix of synthetic checkpoints -----------------
+# name | synth flags | prompt length
+SYNTH_CASES=(
+    "llama-f32-mha-default|--arch llama --hidden 40 --layers 2 --heads 4 --kv-heads 4 --intermediate 72 --vocab 97 --dtype f32|11"
+    "llama-bf16-gqa-llama3-tied|--arch llama --hidden 64 --layers 2 --heads 8 --kv-heads 2 --intermediate 96 --vocab 130 --dtype bf16 --tie --rope-scaling llama3 --rope-factor 8 --rope-orig-max-pos 16|13"
+    "llama-f16-mqa-linear-bias|--arch llama --hidden 48 --layers 2 --heads 4 --kv-heads 1 --intermediate 80 --vocab 101 --dtype f16 --rope-scaling linear --rope-factor 2 --attention-bias|9"
+    "mistral-bf16-gqa-window5|--arch mistral --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 112 --vocab 120 --dtype bf16 --sliding-window 5|14"
+    "qwen2-f32-bias-tied|--arch qwen2 --hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 64 --vocab 90 --dtype f32 --tie|10"
+    "qwen3-bf16-headdim-yarn-sharded|--arch qwen3 --hidden 48 --layers 2 --heads 4 --kv-heads 2 --head-dim 24 --intermediate 96 --vocab 110 --dtype bf16 --rope-scaling yarn --rope-factor 4 --rope-orig-max-pos 16 --rope-theta 1000 --shards 3|12"
+    "qwen3-f16-window4|--arch qwen3 --hidden 32 --layers 2 --heads 4 --kv-heads 4 --intermediate 64 --vocab 80 --dtype f16 --sliding-window 4|12"
+    "llama-bf16-long-prompt|--arch llama --hidden 32 --layers 1 --heads 2 --kv-heads 1 --intermediate 48 --vocab 64 --dtype bf16|600"
+)
+prompt_ids() { # prompt_ids N VOCAB SEED: deterministic ids avoiding 2 (eos)
+    python3 -c "import sys; n,v,s=map(int,sys.argv[1:]); print(','.join(str(3 + (i*7919 + s*104729) % (v-3)) for i in range(n)))" "$@"
+}
+ref_case() { # ref_case NAME FLAGS N [extra cleave flags...]
+    local name=$1 flags=$2 n=$3; shift 3
+    local d=$TMP/synth-$name ids V
+    [[ -f $d/config.json ]] || "$CLEAVE" synth $flags --seed 5 --out "$d" >/dev/null || return 1
+    V=$(json_get "$d/config.json" "d['vocab_size']")
+    ids=$(prompt_ids "$n" "$V" 1)
+    [[ -f $d/ref.f32 ]] || "$REF" -m "$d" --ids "$ids" --dump "$d/ref.f32" >/dev/null || return 1
+    "$CLEAVE" logits -m "$d" --ids "$ids" --out "$TMP/got.f32" "$@" &&
+        python3 tests/tools/cmp_f32.py "$TMP/got.f32" "$d/ref.f32" --vocab "$V" $TOL --label "$name $*"
+}
+for c in "${SYNTH_CASES[@]}"; do
+    IFS='|' read -r name flags n <<<"$c"
+    run "ref64/$name/prefill" ref_case "$name" "$flags" "$n"
+    [[ $n -le 20 ]] && run "ref64/$name/decode" ref_case "$name" "$flags" "$n" --one-by-one
+done
+# every kernel dispatch path and thread count, on cases whose sizes leave vector tails
+for c in "${SYNTH_CASES[@]:0:3}"; do
+    IFS='|' read -r name flags n <<<"$c"
+    for isa in scalar avx2 avx512; do
+        run "ref64/$name/isa-$isa" env CLV_CPU=$isa bash -c "$(declare -f ref_case prompt_ids json_get); CLEAVE=$CLEAVE REF=$REF TMP=$TMP TOL='$TOL'; ref_case '$name' '$flags' $n -t 1"
+    done
+done
+
+# greedy decoding (prefill + decode path) agrees with the reference's argmax at every step
+greedy_vs_ref() {
+    local d=$TMP/synth-greedy ids gen all V
+    "$CLEAVE" synth --arch qwen2 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 96 --vocab 150 \
+        --dtype bf16 --seed 9 --out "$d" >/dev/null || return 1
+    ids=$(prompt_ids 7 150 3)
+    "$CLEAVE" generate -m "$d" --ids "$ids" -n 12 --greedy --ignore-eos --json >"$TMP/gen.json" || return 1
+    gen=$(tail -n 1 "$TMP/gen.json" | python3 -c "import json,sys; print(','.join(map(str, json.load(sys.stdin)['ids'])))")
+    all="$ids,${gen%,*}"
+    "$REF" -m "$d" --ids "$all" --dump "$TMP/ref_all.f32" >/dev/null || return 1
+    python3 - "$TMP/ref_all.f32" 150 7 "$gen" <<'PY'
+import struct, sys
+path, V, n_prompt, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), [int(x) for x in sys.argv[4].split(',')]
+data = open(path, 'rb').read(); x = struct.unpack(f'<{len(data)//4}f', data)
+ref = [max(range(V), key=lambda i, p=p: x[p*V+i]) for p in range(n_prompt - 1, n_prompt - 1 + len(gen))]
+print('cleave greedy:   ', gen); print('reference argmax:', ref)
+sys.exit(0 if ref == gen else 1)
+PY
+}
+run "ref64/greedy-decode" greedy_vs_ref
+
+# ---- generation behaviour -----------------------------------------------------------
+GEN=$TMP/gen-model
+"$CLEAVE" synth --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --vocab 200 \
+    --dtype bf16 --seed 11 --out "$GEN" >/dev/null 2>&1
+gen_ids() { "$CLEAVE" generate -m "$GEN" --ids 5,6,7,8 --json "$@" | tail -n 1 | python3 -c "import json,sys; print(json.load(sys.stdin)['ids'])"; }
+
+json_fields() {
+    "$CLEAVE" generate -m "$GEN" --ids 5,6,7,8 -n 5 --greedy --json >"$TMP/j.json" || return 1
+    tail -n 1 "$TMP/j.json" | python3 -c "
+import json, sys
+o = json.load(sys.stdin)
+for k in ('ids', 'prompt_tokens', 'generated_tokens', 'prefill_tok_s', 'decode_tok_s'):
+    assert k in o, k
+assert o['prompt_tokens'] == 4 and o['generated_tokens'] == len(o['ids']) == 5, o
+assert o['prefill_tok_s'] > 0 and o['decode_tok_s'] > 0, o
+print(o)"
+}
+run "generate/json-fields" json_fields
+
+same_seed() {
+    local a b c
+    a=$(gen_ids -n 20 --temperature 1.5 --seed 42 --ignore-eos) && b=$(gen_ids -n 20 --temperature 1.5 --seed 42 --ignore-eos) &&
+        c=$(gen_ids -n 20 --temperature 1.5 --seed 43 --ignore-eos) || return 1
+    echo "seed 42: $a"; echo "seed 42: $b"; echo "seed 43: $c"
+    [[ $a == "$b" && $a != "$c" ]]
+}
+run "generate/seed-determinism" same_seed
+
+sampling_limits() { # top-k 1, a tiny top-p and min-p 1 all leave only the argmax
+    local g k p m
+    g=$(gen_ids -n 10 --greedy --ignore-eos) && k=$(gen_ids -n 10 --top-k 1 --temperature 3 --seed 1 --ignore-eos) &&
+        p=$(gen_ids -n 10 --top-p 0.000001 --temperature 3 --seed 2 --ignore-eos) &&
+        m=$(gen_ids -n 10 --min-p 1 --top-k 0 --temperature 3 --seed 3 --ignore-eos) || return 1
+    echo "greedy $g"; echo "top-k1 $k"; echo "top-p  $p"; echo "min-p1 $m"
+    [[ $g == "$k" && $g == "$p" && $g == "$m" ]]
+}
+run "generate/sampling-limits-equal-greedy" sampling_limits
+
+stop_at_eos() { # make the first greedy token an eos id: generation stops after it
+    local first d=$TMP/eos-model
+    first=$(gen_ids -n 1 --greedy | tr -d '[]')
+    cp -r "$GEN" "$d"
+    printf '{"bos_token_id": 1, "eos_token_id": [2, %s]}\n' "$first" >"$d/generation_config.json"
+    "$CLEAVE" generate -m "$d" --ids 5,6,7,8 -n 10 --greedy --json | tail -n 1 | tee "$TMP/eos.json"
+    python3 -c "import json,sys; o=json.load(open(sys.argv[1])); assert o['ids']==[$first] and o['stopped_at_eos'], o" "$TMP/eos.json"
+}
+run "generate/stops-at-generation-config-eos" stop_at_eos
+
+gen_config_defaults() { # do_sample + top_k 1 from generation_config.json: sampled, and equal to greedy
+    local d=$TMP/gc-model g
+    cp -r "$GEN" "$d"
+    printf '{"do_sample": true, "temperature": 2.0, "top_k": 1, "max_new_tokens": 6}\n' >"$d/generation_config.json"
+    g=$(gen_ids -n 6 --greedy --ignore-eos)
+    "$CLEAVE" generate -m "$d" --ids 5,6,7,8 --json --ignore-eos | tail -n 1 | tee "$TMP/gc.json"
+    python3 -c "import json,sys; o=json.load(open(sys.argv[1])); assert o['greedy'] is False and o['generated_tokens']==6 and str(o['ids'])==sys.argv[2], o" "$TMP/gc.json" "$g"
+}
+run "generate/honours-generation-config" gen_config_defaults
+
+# ---- errors on user input: a clear message and a non-zero exit, never a crash --------
+expect_fail() { # expect_fail NEEDLE CMD...
+    local needle=$1; shift
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    local rc=$?
+    cat "$TMP/err"
+    ((rc != 0 && rc < 128)) && grep -qF -- "$needle" "$TMP/err"
+}
+run "cli/unknown-option" expect_fail "unknown option '--bogus'" "$CLEAVE" generate -m "$GEN" --ids 1 --bogus
+run "cli/bad-ids" expect_fail "'x' is not a non-negative token id" "$CLEAVE" generate -m "$GEN" --ids 1,x,3
+run "cli/id-outside-vocab" expect_fail "token id 200 is outside the vocabulary" "$CLEAVE" logits -m "$GEN" --ids 1,200 --out "$TMP/x"
+run "cli/missing-model-dir" expect_fail "none/config.json: cannot open" "$CLEAVE" info -m "$TMP/none"
+run "cli/greedy-and-sampling" expect_fail "cannot be combined" "$CLEAVE" generate -m "$GEN" --ids 1 --greedy --top-k 3
+run "cli/bad-number" expect_fail "'abc' is not a number" "$CLEAVE" generate -m "$GEN" --ids 1 --temperature abc
+run "cli/bad-temperature" expect_fail "--temperature must be > 0" "$CLEAVE" generate -m "$GEN" --ids 1 --temperature 0
+run "cli/ctx-too-small" expect_fail "exceeds --ctx" "$CLEAVE" generate -m "$GEN" --ids 1,2,3 -n 5 --ctx 4
+truncated_file() {
+    local d=$TMP/trunc
+    cp -r "$GEN" "$d" && truncate -s 100 "$d/model.safetensors"
+    expect_fail "model.safetensors: header length" "$CLEAVE" info -m "$d"
+}
+run "cli/truncated-safetensors" truncated_file

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# cleave's test suite. Each test prints what it checked; the last line is
+# "N passed, N failed" and the exit status is non-zero on any failure.
+#   BUILD=build bash tests/run.sh [FILTER]
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+CLEAVE=$BUILD/cleave
+REF=$BUILD/ref64
+FILTER=${1:-}
+TMP=$(mktemp -d /tmp/cleave-test.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+passed=0 failed=0 failed_names=()
+
+run() { # run NAME CMD...: one test; its output is shown only when it fails
+    local name=$1; shift
+    [[ -n $FILTER && $name != *$FILTER* ]] && return 0
+    local log=$TMP/log.$passed.$failed
+    if "$@" >"$log" 2>&1; then
+        passed=$((passed + 1)); printf 'ok    %s\n' "$name"
+        if [[ -n ${VERBOSE:-} ]]; then sed 's/^/      /' "$log"
+        else grep -E 'max \|err\|' "$log" | sed 's/^/      /'; fi
+    else
+        failed=$((failed + 1)); failed_names+=("$name"); printf 'FAIL  %s\n' "$name"; sed 's/^/      /' "$log"
+    fi
+}
+
+json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$@"; }
+
+source tests/cases.sh
+
+echo
+echo "$passed passed, $failed failed"
+((failed == 0)) || { printf 'failed: %s\n' "${failed_names[@]}"; exit 1; }
