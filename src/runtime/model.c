@@ -5,7 +5,7 @@
 #include "../util/util.h"
 #include "runtime.h"
 
-static bool is_ignored_extra(const clv_model *m, const char *name) {
+static bool is_ignored_extra(const char *name) {
     /* Old checkpoints store RoPE's inverse frequencies; transformers ignores them too. */
     size_t n = strlen(name), s = strlen("rotary_emb.inv_freq");
     if (n >= s && strcmp(name + n - s, "rotary_emb.inv_freq") == 0) return true;
@@ -145,7 +145,7 @@ int clv_model_bind(clv_model *m, clv_status *st) {
     for (int i = 0; i < m->st.n_tensors; i++) {
         const clv_st_tensor *t = &m->st.tensors[i];
         if (used[i]) continue;
-        if (is_ignored_extra(m, t->name)) continue;
+        if (is_ignored_extra(t->name)) continue;
         rc = clv_fail(st, CLV_EFORMAT, "%s: unexpected tensor '%s' (not part of %s with this config.json)",
                       m->st.files[t->file].path, t->name, clv_arch_name(c->arch));
         goto done;
