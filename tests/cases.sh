@@ -177,3 +177,26 @@ truncated_file() {
     expect_fail "model.safetensors: header length" "$CLEAVE" info -m "$d"
 }
 run "cli/truncated-safetensors" truncated_file
+
+# ---- synth writes what transformers' save_pretrained writes ---------------------------
+synth_layout() { # synth_layout FIXTURE FLAGS...: config.json and generation_config.json byte-identical
+    local fx=tests/fixtures/hf/$1 d=$TMP/layout-$1; shift
+    "$CLEAVE" synth "$@" --out "$d" >/dev/null 2>&1 || return 1
+    diff "$d/config.json" "$fx/config.json" && diff "$d/generation_config.json" "$fx/generation_config.json"
+}
+run "synth/layout-llama" synth_layout llama_gqa_bf16_llama3rope --arch llama --hidden 64 --heads 4 --kv-heads 2 \
+    --layers 2 --intermediate 160 --vocab 256 --dtype bf16 --rope-scaling llama3 --rope-factor 8 --rope-orig-max-pos 32 --max-pos 256
+run "synth/layout-qwen3" synth_layout qwen3_qknorm_yarn_f32 --arch qwen3 --hidden 48 --heads 4 --kv-heads 2 --head-dim 16 \
+    --layers 2 --intermediate 128 --vocab 200 --dtype f32 --rope-scaling yarn --rope-factor 4 --rope-orig-max-pos 16 \
+    --rope-theta 1000 --max-pos 64
+synth_deterministic() { # same seed, same bytes; sharding does not change the values
+    "$CLEAVE" synth --arch qwen3 --hidden 32 --heads 2 --kv-heads 1 --layers 2 --intermediate 48 --vocab 50 --dtype bf16 --seed 4 --out "$TMP/s1" 2>/dev/null &&
+    "$CLEAVE" synth --arch qwen3 --hidden 32 --heads 2 --kv-heads 1 --layers 2 --intermediate 48 --vocab 50 --dtype bf16 --seed 4 --out "$TMP/s2" 2>/dev/null &&
+    "$CLEAVE" synth --arch qwen3 --hidden 32 --heads 2 --kv-heads 1 --layers 2 --intermediate 48 --vocab 50 --dtype bf16 --seed 4 --shards 2 --out "$TMP/s3" 2>/dev/null &&
+    "$CLEAVE" synth --arch qwen3 --hidden 32 --heads 2 --kv-heads 1 --layers 2 --intermediate 48 --vocab 50 --dtype bf16 --seed 5 --out "$TMP/s4" 2>/dev/null || return 1
+    cmp "$TMP/s1/model.safetensors" "$TMP/s2/model.safetensors" || return 1
+    ! cmp -s "$TMP/s1/model.safetensors" "$TMP/s4/model.safetensors" || { echo "seed 5 wrote the same weights as seed 4"; return 1; }
+    "$CLEAVE" logits -m "$TMP/s1" --ids 3,4,5 --out "$TMP/s1.f32" 2>/dev/null && "$CLEAVE" logits -m "$TMP/s3" --ids 3,4,5 --out "$TMP/s3.f32" 2>/dev/null &&
+        cmp "$TMP/s1.f32" "$TMP/s3.f32" && echo "same seed: identical bytes; 2 shards: identical logits"
+}
+run "synth/deterministic" synth_deterministic

@@ -84,12 +84,12 @@ int main(void) {
 
     /* config says a different size: wrong shape, naming tensor and file */
     synth("shape", CLV_ARCH_LLAMA, 1, false, d, sizeof d);
-    edit(d, "config.json", "\"intermediate_size\":\t48", "\"intermediate_size\":\t40");
+    edit(d, "config.json", "\"intermediate_size\": 48", "\"intermediate_size\": 40");
     expect_load_error(d, "has shape [48, 32], expected [40, 32]", "model.safetensors");
 
     /* missing tensor: config asks for an lm_head the file lacks (tied file, untied config) */
     synth("missing", CLV_ARCH_LLAMA, 1, true, d, sizeof d);
-    edit(d, "config.json", "\"tie_word_embeddings\":\ttrue", "\"tie_word_embeddings\":\tfalse");
+    edit(d, "config.json", "\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
     expect_load_error(d, "tensor 'lm_head.weight' is missing", NULL);
 
     /* unexpected tensor: Qwen2 file (q/k/v biases) under a Llama config */
@@ -107,12 +107,12 @@ int main(void) {
 
     /* index listing a tensor under the wrong shard */
     synth("wrongshard", CLV_ARCH_LLAMA, 2, false, d, sizeof d);
-    edit(d, "model.safetensors.index.json", "\"lm_head.weight\":\t\"model-00002-of-00002", "\"lm_head.weight\":\t\"model-00001-of-00002");
+    edit(d, "model.safetensors.index.json", "\"lm_head.weight\": \"model-00002-of-00002", "\"lm_head.weight\": \"model-00001-of-00002");
     expect_load_error(d, "says tensor 'lm_head.weight' is in model-00001-of-00002.safetensors", NULL);
 
     /* a shard tensor the index does not list */
     synth("unlisted", CLV_ARCH_LLAMA, 2, false, d, sizeof d);
-    edit(d, "model.safetensors.index.json", "\t\t\"lm_head.weight\":\t\"model-00002-of-00002.safetensors\",\n", "");
+    edit(d, "model.safetensors.index.json", "    \"lm_head.weight\": \"model-00002-of-00002.safetensors\",\n", "");
     expect_load_error(d, "tensor 'lm_head.weight' is not listed", NULL);
 
     /* the same tensor in two shards */
@@ -150,7 +150,7 @@ int main(void) {
     edit(d, "config.json", "LlamaForCausalLM", "GPT2LMHeadModel");
     expect_load_error(d, "architecture GPT2LMHeadModel is not supported", "LlamaForCausalLM, MistralForCausalLM");
     synth("rope", CLV_ARCH_LLAMA, 1, false, d, sizeof d);
-    edit(d, "config.json", "\"rope_scaling\":\tnull", "\"rope_scaling\":\t{\"rope_type\": \"longrope\", \"factor\": 2}");
+    edit(d, "config.json", "\"rope_type\": \"default\"", "\"rope_type\": \"longrope\", \"factor\": 2.0");
     expect_load_error(d, "rope type \"longrope\" is not supported", "linear, llama3, yarn");
     synth("act", CLV_ARCH_LLAMA, 1, false, d, sizeof d);
     edit(d, "config.json", "\"silu\"", "\"gelu\"");
@@ -162,7 +162,7 @@ int main(void) {
     edit(d, "config.json", "\"attention_dropout\"", "\"partial_rotary_factor\": 0.5, \"attention_dropout\"");
     expect_load_error(d, "partial_rotary_factor 0.5 is not supported", NULL);
     synth("heads", CLV_ARCH_LLAMA, 1, false, d, sizeof d);
-    edit(d, "config.json", "\"num_key_value_heads\":\t2", "\"num_key_value_heads\":\t3");
+    edit(d, "config.json", "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3");
     expect_load_error(d, "not a multiple of num_key_value_heads 3", NULL);
     synth("noconfig", CLV_ARCH_LLAMA, 1, false, d, sizeof d);
     write_text(d, "config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 32");
