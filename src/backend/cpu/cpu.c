@@ -1,5 +1,6 @@
 /* The CPU backend: ops spread over a persistent thread pool, each calling the
  * kernels of the best instruction set this CPU has. */
+#include <cpuid.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,7 +23,9 @@ const clv_cpu_kernels *clv_cpu_kernels_get(void) {
     __builtin_cpu_init();
     bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    unsigned eax, ebx, ecx = 0, edx;
+    bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C); /* not every compiler's builtin knows f16c */
+    bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     const clv_cpu_kernels *best = has512 ? &clv_kernels_avx512 : has2 ? &clv_kernels_avx2 : &clv_kernels_scalar;
     const char *want = getenv("CLV_CPU");
     if (want && *want) {
