@@ -8,7 +8,7 @@ BUILD   ?= build
 OPT     ?= -O2
 SAN     ?=
 CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -pthread $(SAN)
-LDLIBS  := -lcjson -lm -lpthread
+LDLIBS  := -lcjson -lpcre2-8 -lutf8proc -lm -lpthread
 
 SRC_LIB := $(filter-out src/cli/%,$(wildcard src/*/*.c src/*/*/*.c))
 SRC_CLI := $(wildcard src/cli/*.c)
@@ -36,14 +36,21 @@ endif
 all: deps $(BUILD)/cleave $(BUILD)/libcleave.a
 
 # ---- dependencies: Debian packages, installed when missing --------------------
-DEB_PKGS := libcjson-dev
+# header-that-proves-it:package
+DEB_DEPS := /usr/include/cjson/cJSON.h:libcjson-dev \
+            /usr/include/pcre2.h:libpcre2-dev \
+            /usr/include/utf8proc.h:libutf8proc-dev \
+            /usr/bin/mpicc:libopenmpi-dev \
+            /usr/bin/mpirun:openmpi-bin
 deps:
-	@if [ ! -f /usr/include/cjson/cJSON.h ]; then \
+	@missing=""; for d in $(DEB_DEPS); do [ -e "$${d%%:*}" ] || missing="$$missing $${d##*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "cleave: installing $(DEB_PKGS)"; \
-	    (apt-get install -y -qq $(DEB_PKGS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(DEB_PKGS))) || exit 1; \
+	    echo "cleave: installing$$missing"; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing)) || exit 1; \
 	  else \
-	    echo "cleave: missing Debian packages; run: sudo apt-get install -y $(DEB_PKGS)"; exit 1; \
+	    echo "cleave: missing Debian packages; run: sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
 

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "../util/util.h"
+#include "../format/json.h"
 #include "arch.h"
 
 void clv_synth_defaults(clv_synth_opts *o) {
@@ -31,9 +32,6 @@ void clv_synth_defaults(clv_synth_opts *o) {
  * (tests/fixtures/hf holds checkpoints it wrote). */
 #define CLV_SYNTH_TRANSFORMERS_VERSION "5.23.0"
 
-static void add_float(cJSON *obj, const char *key, double v);
-static char *json_py(const cJSON *v);
-
 static const char *k_model_type[CLV_ARCH_COUNT] = {"llama", "mistral", "qwen2", "qwen3"};
 
 /* config.json with the keys transformers writes for the class, sorted as its
@@ -44,14 +42,14 @@ static char *make_config(const clv_synth_opts *o, const clv_config *c) {
     cJSON_AddItemToArray(archs, cJSON_CreateString(clv_arch_name(o->arch)));
     const bool qwen = o->arch == CLV_ARCH_QWEN2 || o->arch == CLV_ARCH_QWEN3;
     if (o->arch != CLV_ARCH_QWEN2) cJSON_AddBoolToObject(r, "attention_bias", o->attention_bias);
-    add_float(r, "attention_dropout", 0.0);
+    clv_json_add_float(r, "attention_dropout", 0.0);
     cJSON_AddNumberToObject(r, "bos_token_id", c->bos_id);
     cJSON_AddStringToObject(r, "dtype", o->dtype == CLV_DT_BF16 ? "bfloat16" : o->dtype == CLV_DT_F16 ? "float16" : "float32");
     cJSON_AddNumberToObject(r, "eos_token_id", c->eos_ids[0]);
     if (o->arch != CLV_ARCH_QWEN2) cJSON_AddNumberToObject(r, "head_dim", c->head_dim); /* Qwen2 derives it */
     cJSON_AddStringToObject(r, "hidden_act", "silu");
     cJSON_AddNumberToObject(r, "hidden_size", o->hidden);
-    add_float(r, "initializer_range", 0.02);
+    clv_json_add_float(r, "initializer_range", 0.02);
     cJSON_AddNumberToObject(r, "intermediate_size", o->intermediate);
     if (qwen) {
         cJSON *lt = cJSON_AddArrayToObject(r, "layer_types");
@@ -67,16 +65,16 @@ static char *make_config(const clv_synth_opts *o, const clv_config *c) {
     cJSON_AddNumberToObject(r, "num_key_value_heads", o->kv_heads);
     cJSON_AddNullToObject(r, "pad_token_id");
     if (o->arch == CLV_ARCH_LLAMA) cJSON_AddNumberToObject(r, "pretraining_tp", 1);
-    add_float(r, "rms_norm_eps", 1e-6);
+    clv_json_add_float(r, "rms_norm_eps", 1e-6);
     cJSON *rp = cJSON_AddObjectToObject(r, "rope_parameters");
-    if (o->rope != CLV_ROPE_DEFAULT) add_float(rp, "factor", o->rope_factor);
+    if (o->rope != CLV_ROPE_DEFAULT) clv_json_add_float(rp, "factor", o->rope_factor);
     if (o->rope == CLV_ROPE_LLAMA3) {
-        add_float(rp, "high_freq_factor", 4.0);
-        add_float(rp, "low_freq_factor", 1.0);
+        clv_json_add_float(rp, "high_freq_factor", 4.0);
+        clv_json_add_float(rp, "low_freq_factor", 1.0);
     }
     if (o->rope == CLV_ROPE_LLAMA3 || o->rope == CLV_ROPE_YARN)
         cJSON_AddNumberToObject(rp, "original_max_position_embeddings", o->rope_orig_max_pos);
-    add_float(rp, "rope_theta", o->rope_theta);
+    clv_json_add_float(rp, "rope_theta", o->rope_theta);
     cJSON_AddStringToObject(rp, "rope_type", clv_rope_name(o->rope));
     if (o->arch == CLV_ARCH_MISTRAL || qwen) {
         if (o->sliding_window) cJSON_AddNumberToObject(r, "sliding_window", o->sliding_window);
@@ -87,84 +85,13 @@ static char *make_config(const clv_synth_opts *o, const clv_config *c) {
     cJSON_AddBoolToObject(r, "use_cache", true);
     if (qwen) cJSON_AddBoolToObject(r, "use_sliding_window", o->sliding_window > 0);
     cJSON_AddNumberToObject(r, "vocab_size", o->vocab);
-    char *s = json_py(r);
+    char *s = clv_json_print_py(r);
     cJSON_Delete(r);
     size_t n = strlen(s);
     s = realloc(s, n + 2);
     CLV_CHECK(s != NULL, "realloc");
     memcpy(s + n, "\n", 2);
     return s;
-}
-
-/* A float the way Python's repr writes it: the shortest form that reads back
- * to the same double, fixed-point (with ".0" on integral values) between 1e-4
- * and 1e16, exponent form outside, so that 4.0 stays a float in config.json. */
-static void add_float(cJSON *obj, const char *key, double v) {
-    char buf[64];
-    double a = fabs(v);
-    if (v == 0 || (a >= 1e-4 && a < 1e16)) {
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(buf, sizeof buf, "%.*f", prec, v);
-            if (strtod(buf, NULL) == v) break;
-        }
-    } else {
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(buf, sizeof buf, "%.*g", prec, v);
-            if (strtod(buf, NULL) == v) break;
-        }
-    }
-    cJSON_AddRawToObject(obj, key, buf);
-}
-
-/* Python's json.dumps(indent=2), which save_pretrained uses. */
-static void print_py(const cJSON *v, int depth, char **buf, size_t *len, size_t *cap) {
-#define PUT(str)                                                          \
-    do {                                                                  \
-        const char *s_ = (str);                                           \
-        size_t n_ = strlen(s_);                                           \
-        if (*len + n_ + 1 > *cap) {                                       \
-            *cap = (*len + n_ + 1) * 2;                                   \
-            *buf = realloc(*buf, *cap);                                   \
-            CLV_CHECK(*buf != NULL, "realloc");                           \
-        }                                                                 \
-        memcpy(*buf + *len, s_, n_ + 1);                                  \
-        *len += n_;                                                       \
-    } while (0)
-    bool obj = cJSON_IsObject(v);
-    if (obj || cJSON_IsArray(v)) {
-        if (!v->child) {
-            PUT(obj ? "{}" : "[]");
-            return;
-        }
-        PUT(obj ? "{\n" : "[\n");
-        for (const cJSON *c = v->child; c; c = c->next) {
-            for (int i = 0; i <= depth; i++) PUT("  ");
-            if (obj) {
-                PUT("\"");
-                PUT(c->string);
-                PUT("\": ");
-            }
-            print_py(c, depth + 1, buf, len, cap);
-            PUT(c->next ? ",\n" : "\n");
-        }
-        for (int i = 0; i < depth; i++) PUT("  ");
-        PUT(obj ? "}" : "]");
-        return;
-    }
-    char *s = cJSON_PrintUnformatted(v);
-    CLV_CHECK(s != NULL, "cJSON_PrintUnformatted");
-    PUT(s);
-    free(s);
-#undef PUT
-}
-
-static char *json_py(const cJSON *v) {
-    size_t len = 0, cap = 256;
-    char *buf = malloc(cap);
-    CLV_CHECK(buf != NULL, "malloc");
-    buf[0] = 0;
-    print_py(v, 0, &buf, &len, &cap);
-    return buf;
 }
 
 static uint64_t fnv1a(const char *s) {
@@ -319,7 +246,7 @@ int clv_synth_write(const clv_synth_opts *o, clv_status *st) {
     for (int i = 0; i < n; i++) cJSON_AddStringToObject(wm, d[order[i]].name, names[order[i]]);
     free(order);
     free(names);
-    char *idx_json = json_py(idx);
+    char *idx_json = clv_json_print_py(idx);
     cJSON_Delete(idx);
     if (rc == 0 && (rc = clv_path_join(path, sizeof path, o->out_dir, "model.safetensors.index.json", st)) == 0)
         rc = clv_write_file(path, idx_json, strlen(idx_json), st);
