@@ -6,6 +6,7 @@
 #ifndef CLEAVE_H
 #define CLEAVE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,14 +34,23 @@ typedef struct clv_model clv_model;     /* weights + config, read-only once load
 typedef struct clv_session clv_session; /* KV cache + run state for one model */
 
 typedef struct clv_load_opts {
-    int n_threads;  /* 0: one per online CPU */
-    int ctx;        /* KV cache length in tokens; 0: decided by the caller of clv_session_new */
+    int n_threads;              /* threads per compute device; 0: the device's cores */
+    int ctx;                    /* KV cache tokens the plan budgets; 0: max_position_embeddings,
+                                   capped so the cache never pushes weights to a slower tier */
+    const char *device_map;     /* NULL: "cpu"; else auto | balanced | balanced_low_0 | sequential
+                                   | DEVICE (cpu, cpu:N, disk) | a JSON file of module -> device */
+    const char *max_memory;     /* "cpu:0=2GiB,cpu:1=2GiB,disk=20GB"; unset devices: their free memory */
+    int prefill_chunk;          /* tokens per forward chunk; 0: 512 */
+    bool no_prefetch;           /* read disk-tier weights synchronously (for measuring prefetch) */
+    bool accelerate_compat;     /* plan weights only, exactly as Accelerate does (no KV/scratch budget) */
 } clv_load_opts;
 
 /* Load a Hugging Face model folder (config.json, *.safetensors [+ index]). */
 int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, clv_status *st);
 void clv_model_free(clv_model *m);
 int clv_model_vocab(const clv_model *m);
+/* The context length the placement plan budgeted a KV cache for. */
+int clv_model_ctx(const clv_model *m);
 
 /* A session owns a KV cache of `ctx` tokens. */
 int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st);

@@ -200,3 +200,92 @@ synth_deterministic() { # same seed, same bytes; sharding does not change the va
         cmp "$TMP/s1.f32" "$TMP/s3.f32" && echo "same seed: identical bytes; 2 shards: identical logits"
 }
 run "synth/deterministic" synth_deterministic
+
+# ---- device map: every placement reproduces the single-device run ----------------------
+DM=$TMP/devmap-model
+"$CLEAVE" synth --arch qwen3 --hidden 128 --layers 6 --heads 4 --kv-heads 2 --intermediate 384 --vocab 200 \
+    --dtype bf16 --seed 3 --shards 3 --out "$DM" >/dev/null 2>&1
+DM_IDS=5,6,7,8,9,10,11,12,13
+"$CLEAVE" logits -m "$DM" --ids $DM_IDS --out "$TMP/dm-ref.f32" >/dev/null 2>&1
+"$CLEAVE" generate -m "$DM" --ids $DM_IDS -n 12 --greedy --ignore-eos --json 2>/dev/null | tail -n 1 >"$TMP/dm-ref.json"
+placement_case() { # placement_case EXPECT_SUBSTRING_IN_PLAN ARGS...: logits within tolerance, greedy ids equal
+    local expect=$1; shift
+    "$CLEAVE" plan -m "$DM" --ctx 21 "$@" | tee "$TMP/dm-plan.txt" | grep -- '->' || return 1
+    grep -qF -- "$expect" "$TMP/dm-plan.txt" || { echo "plan does not show '$expect'"; return 1; }
+    "$CLEAVE" logits -m "$DM" --ids $DM_IDS --out "$TMP/dm.f32" "$@" &&
+        python3 tests/tools/cmp_f32.py "$TMP/dm.f32" "$TMP/dm-ref.f32" --vocab 200 $TOL --label "device map $*" || return 1
+    "$CLEAVE" generate -m "$DM" --ids $DM_IDS -n 12 --greedy --ignore-eos --json "$@" | tail -n 1 >"$TMP/dm.json" || return 1
+    python3 -c "import json,sys; a,b=(json.load(open(f))['ids'] for f in sys.argv[1:]); print('greedy', a); sys.exit(a!=b)" \
+        "$TMP/dm.json" "$TMP/dm-ref.json"
+}
+BUD="--max-memory cpu:0=2MB,cpu:1=3MB"
+run "devmap/auto" placement_case "model.layers.1-5         -> cpu:1" --device-map auto $BUD
+run "devmap/balanced" placement_case "model.layers.0           -> cpu:0" --device-map balanced $BUD
+run "devmap/balanced_low_0" placement_case "model.layers.0-5         -> cpu:1" --device-map balanced_low_0 $BUD
+run "devmap/sequential" placement_case "model.layers.2-5         -> cpu:1" --device-map sequential $BUD
+run "devmap/one-device-cpu1" placement_case "model.layers.0-5         -> cpu:1" --device-map cpu:1
+run "devmap/cpu+disk" placement_case "(streamed, runs on cpu)" --max-memory cpu=1.6MB
+run "devmap/cpu0+cpu1+disk" placement_case "-> disk (streamed, runs on cpu:0)" --device-map sequential --max-memory cpu:0=2MB,cpu:1=1MB
+run "devmap/all-on-disk" placement_case "model.layers.0-5         -> disk (streamed, runs on cpu)" --device-map disk
+run "devmap/all-on-disk-no-prefetch" placement_case "-> disk" --device-map disk --no-prefetch
+explicit_map() { # a hand-written Hugging Face-style map, with "" and prefixes
+    printf '{"": "cpu:0", "model.layers.2": "cpu:1", "model.layers.3": "disk", "model.layers.4": "cpu:1", "lm_head": "disk"}\n' >"$TMP/map.json"
+    placement_case "model.layers.3           -> disk" --device-map "$TMP/map.json"
+}
+run "devmap/explicit-json" explicit_map
+plan_json_roundtrip() { # plan --json is exactly what --device-map FILE reads
+    "$CLEAVE" plan -m "$DM" --ctx 21 --device-map sequential --max-memory cpu:0=2MB,cpu:1=1MB --json >"$TMP/rt.json" || return 1
+    cat "$TMP/rt.json"
+    "$CLEAVE" plan -m "$DM" --ctx 21 --device-map sequential --max-memory cpu:0=2MB,cpu:1=1MB | grep -- '->' >"$TMP/rt1.txt"
+    "$CLEAVE" plan -m "$DM" --ctx 21 --device-map "$TMP/rt.json" | grep -- '->' >"$TMP/rt2.txt"
+    diff "$TMP/rt1.txt" "$TMP/rt2.txt" && placement_case "-> disk" --device-map "$TMP/rt.json"
+}
+run "devmap/plan-json-roundtrip" plan_json_roundtrip
+
+# a model larger than its cpu budget runs, and the process stays within budget + overhead
+rss_budget() {
+    local d=$TMP/rss-model
+    "$CLEAVE" synth --arch llama --hidden 512 --layers 8 --heads 8 --kv-heads 2 --intermediate 1536 --vocab 2000 \
+        --dtype bf16 --seed 1 --out "$d" >/dev/null 2>&1 || return 1
+    "$CLEAVE" plan -m "$d" --ctx 40 --max-memory cpu=24MB | tee "$TMP/rss-plan.txt"
+    "$CLEAVE" generate -m "$d" --ids 1,2,3,4,5,6,7,8 -n 32 --greedy --ignore-eos --json --max-memory cpu=24MB --ctx 40 |
+        tail -n 1 >"$TMP/rss.json" || return 1
+    # overhead: the binary, libc, thread stacks, page tables (measured ~6 MB with a 1-layer model)
+    python3 - "$TMP/rss.json" "$d" <<'PY'
+import json, os, sys
+o = json.load(open(sys.argv[1])); model = os.path.getsize(os.path.join(sys.argv[2], 'model.safetensors'))
+budget, overhead = 24e6, 12e6
+print(f"model {model/1e6:.1f} MB, cpu budget {budget/1e6:.0f} MB, max RSS {o['max_rss_bytes']/1e6:.1f} MB "
+      f"(allowed {(budget+overhead)/1e6:.0f} MB), streamed {o['disk_bytes_read']/1e6:.1f} MB from disk")
+sys.exit(0 if model > budget and o['max_rss_bytes'] <= budget + overhead and o['disk_bytes_read'] > 0 else 1)
+PY
+}
+run "devmap/larger-than-budget-rss" rss_budget
+
+# placement errors: a clear message with the bytes needed and available
+run "devmap/err-budget-too-small" expect_fail "but its budget is" "$CLEAVE" plan -m "$DM" --device-map cpu:0 --max-memory cpu:0=1MB --ctx 8
+run "devmap/err-unknown-device" expect_fail "unknown device 'gpu:0'" "$CLEAVE" plan -m "$DM" --device-map gpu:0
+run "devmap/err-no-such-core" expect_fail "this machine has cpu:0..cpu:" "$CLEAVE" plan -m "$DM" --device-map cpu:9
+run "devmap/err-cuda-not-built" expect_fail "no CUDA backend" "$CLEAVE" plan -m "$DM" --device-map cuda:0
+map_err() { printf '%s\n' "$2" >"$TMP/bad.json"; expect_fail "$1" "$CLEAVE" plan -m "$DM" --device-map "$TMP/bad.json"; }
+run "devmap/err-unknown-module" map_err "unknown module 'model.layers.9'" '{"": "cpu", "model.layers.9": "disk"}'
+run "devmap/err-split-layer" map_err "never split" '{"": "cpu", "model.layers.1.mlp": "disk"}'
+run "devmap/err-uncovered" map_err "module model.norm is not covered" '{"model.embed_tokens": "cpu", "model.layers": "cpu", "lm_head": "cpu"}'
+run "devmap/err-bad-json" map_err "not a JSON object" '["cpu"]'
+tied_split() {
+    "$CLEAVE" synth --arch llama --hidden 32 --layers 2 --heads 2 --kv-heads 1 --intermediate 48 --vocab 50 --tie --out "$TMP/tied" >/dev/null 2>&1
+    printf '{"": "cpu", "lm_head": "disk"}\n' >"$TMP/tied.json"
+    expect_fail "lm_head is tied to model.embed_tokens" "$CLEAVE" plan -m "$TMP/tied" --device-map "$TMP/tied.json"
+}
+run "devmap/err-tied-split" tied_split
+run "devmap/err-mixed-cpu" expect_fail "either cpu or cpu:N" "$CLEAVE" plan -m "$DM" --max-memory cpu=1GB,cpu:0=1GB
+size_err() { expect_fail "$1" "$CLEAVE" plan -m "$DM" --max-memory "cpu=$2"; }
+run "devmap/err-size-bits" size_err "lowercase 'b'" 2Gb
+run "devmap/err-size-ambiguous" size_err "is ambiguous" 2G
+run "devmap/err-size-unit" size_err "unknown unit 'parsecs'" 2parsecs
+sizes_ok() { # the size forms that are accepted, with their meaning
+    for s in 2000000 2MB 2mB 1.5MiB 1.5mib; do
+        "$CLEAVE" plan -m "$DM" --device-map cpu --max-memory "cpu=$s" --ctx 8 | grep '^cpu ' || return 1
+    done
+}
+

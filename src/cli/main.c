@@ -5,13 +5,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "../backend/backend.h"
 #include "../model/synth.h"
 #include "../runtime/runtime.h"
 #include "../util/util.h"
 #include "cleave.h"
+
+#define PLACEMENT_HELP                                                                              \
+    "placement:\n"                                                                                  \
+    "  --device-map MAP       auto | balanced | balanced_low_0 | sequential | DEVICE | FILE.json\n"  \
+    "                         (DEVICE: cpu, cpu:N, disk; FILE: module -> device, as `plan --json`\n" \
+    "                         writes it). Default: cpu, or auto when --max-memory is given\n"       \
+    "  --max-memory LIST      budgets, e.g. cpu:0=2GiB,cpu:1=2GiB,disk=20GB (B, KB/MB/GB = 10^3..,\n" \
+    "                         KiB/MiB/GiB = 2^10..); unset devices: their free memory\n"            \
+    "  --ctx N                KV cache tokens to budget and allocate\n"                             \
+    "  --no-prefetch          read disk-tier weights synchronously (to measure prefetching)\n"      \
+    "  cpu:N is a NUMA node, or a physical core on a one-node machine; disk-tier layers are\n"     \
+    "  streamed into RAM and run on the first compute device.\n"
 
 static const char *k_usage =
     "cleave " CLV_VERSION " — run Hugging Face causal-LM checkpoints\n"
@@ -22,6 +36,7 @@ static const char *k_usage =
     "  generate   generate tokens from a prompt of token ids\n"
     "  logits     write the logits of every prompt position to a file\n"
     "  info       print the normalised config and the tensor inventory\n"
+    "  plan       show where a device map puts every layer, bytes per device, predicted speed\n"
     "  synth      write a random-weight checkpoint in transformers' layout\n"
     "  bench      prompt-processing and decode speed (pp / tg, achieved GB/s)\n";
 
@@ -41,21 +56,34 @@ static const char *k_generate_help =
     "  --seed S               sampling seed (default 0); same seed, same tokens\n"
     "  --ignore-eos           do not stop at eos ids\n"
     "  --json                 print one JSON object as the last line of stdout\n"
-    "  -t, --threads N        CPU threads (default: all online CPUs)\n"
-    "  --ctx N                KV cache length (default: prompt + N)\n"
-    "\n"
+    "  -t, --threads N        CPU threads per device (default: the device's cores)\n"
+    "\n" PLACEMENT_HELP "\n"
     "Without --greedy or a sampling flag, generation_config.json decides: do_sample\n"
     "true samples with its temperature/top_k/top_p/min_p, otherwise greedy. Any\n"
     "sampling flag implies sampling; unspecified ones keep those defaults.\n";
 
 static const char *k_logits_help =
-    "usage: cleave logits -m DIR --ids 1,2,3 --out FILE [-t THREADS] [--one-by-one]\n"
+    "usage: cleave logits -m DIR --ids 1,2,3 --out FILE [-t THREADS] [--one-by-one] [placement]\n"
     "\n"
     "Writes the logits of every prompt position as little-endian float32,\n"
     "shape [number of ids, vocab], row-major. The prompt goes through in one\n"
-    "prefill pass; --one-by-one feeds it a token at a time through the decode path.\n";
+    "prefill pass; --one-by-one feeds it a token at a time through the decode path.\n"
+    "\n" PLACEMENT_HELP;
 
 static const char *k_info_help = "usage: cleave info -m DIR\n\nPrints the normalised config and every tensor (name, dtype, shape, file).\n";
+
+static const char *k_plan_help =
+    "usage: cleave plan -m DIR [placement] [--ctx N] [--json] [--calibrate] [--accelerate-compat]\n"
+    "\n"
+    "Prints the device map (layer ranges per device), the bytes of weights, KV cache,\n"
+    "activation scratch and disk staging per device against its budget, and the\n"
+    "predicted decode tokens/s (bytes per tier / that tier's bandwidth: defaults\n"
+    "20 GB/s RAM and 2 GB/s disk; --calibrate measures both here).\n"
+    "  --json               print only the device map, in the form --device-map FILE reads\n"
+    "  --accelerate-compat  budget weights only, as Accelerate's infer_auto_device_map does\n"
+    "  --ctx N              KV cache tokens to budget (default: max_position_embeddings,\n"
+    "                       halved until the cache pushes no weights to a slower tier)\n"
+    "\n" PLACEMENT_HELP;
 
 static const char *k_synth_help =
     "usage: cleave synth --arch llama|mistral|qwen2|qwen3 --hidden H --layers L --heads N\n"
@@ -69,11 +97,12 @@ static const char *k_synth_help =
     "and model.safetensors.index.json) with random weights, deterministic per seed.\n";
 
 static const char *k_bench_help =
-    "usage: cleave bench -m DIR [-p 512] [-n 128] [-t THREADS] [-r REPS] [--json]\n"
+    "usage: cleave bench -m DIR [-p 512] [-n 128] [-t THREADS] [-r REPS] [--json] [placement]\n"
     "\n"
     "pp: prompt processing of P random tokens in one pass (tokens/s).\n"
     "tg: N decoded tokens after it (tokens/s), with the weight bytes read per token\n"
-    "and the achieved GB/s (10^9 bytes/s). Best of REPS runs (default 3).\n";
+    "and the achieved GB/s (10^9 bytes/s). Best of REPS runs (default 3).\n"
+    "\n" PLACEMENT_HELP;
 
 static _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static _Noreturn void die(const char *fmt, ...) {
@@ -127,15 +156,35 @@ static void help_if_asked(args *a) {
     }
 }
 
-/* ---- shared: load a model ---------------------------------------------------- */
+/* ---- shared: placement flags and loading ---------------------------------------- */
 
-static clv_model *load_model(const char *dir, int threads) {
+static bool placement_flag(args *a, clv_load_opts *lo) {
+    if (flag(a, "--device-map", NULL)) lo->device_map = value(a);
+    else if (flag(a, "--max-memory", NULL)) lo->max_memory = value(a);
+    else if (flag(a, "--ctx", NULL)) lo->ctx = (int)int_value(a, 1, INT32_MAX);
+    else if (flag(a, "--no-prefetch", NULL)) lo->no_prefetch = true;
+    else if (flag(a, "-t", "--threads")) lo->n_threads = (int)int_value(a, 1, 4096);
+    else return false;
+    return true;
+}
+
+static clv_model *load_model(const char *dir, const clv_load_opts *lo) {
     if (!dir) die("-m DIR is required");
     clv_status st = {0};
     clv_model *m;
-    clv_load_opts lo = {.n_threads = threads};
-    if (clv_model_load(&m, dir, &lo, &st)) die_st(&st);
+    if (clv_model_load(&m, dir, lo, &st)) die_st(&st);
     return m;
+}
+
+static const char *be_desc(const clv_model *m) {
+    static char buf[256];
+    size_t k = 0;
+    buf[0] = 0;
+    for (int d = 0; d < m->plan.n_devices && k < sizeof buf; d++)
+        if (m->be[d])
+            k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s x%d", k ? ", " : "", m->be[d]->name,
+                                  clv_cpu_backend_threads(m->be[d]));
+    return buf;
 }
 
 static void ids_check(const clv_model *m, const int32_t *ids, int n) {
@@ -153,7 +202,8 @@ static bool is_eos(const clv_config *c, int id) {
 
 static int cmd_generate(args *a) {
     const char *dir = NULL, *ids_s = NULL;
-    int n_new = -1, threads = 0, ctx = 0;
+    int n_new = -1;
+    clv_load_opts lo = {0};
     bool greedy = false, sampling = false, json = false, ignore_eos = false;
     double temp = NAN, top_p = NAN, min_p = NAN, rep = NAN;
     int64_t top_k = -1, seed = 0;
@@ -171,9 +221,7 @@ static int cmd_generate(args *a) {
         else if (flag(a, "--seed", NULL)) seed = int_value(a, 0, INT64_MAX);
         else if (flag(a, "--json", NULL)) json = true;
         else if (flag(a, "--ignore-eos", NULL)) ignore_eos = true;
-        else if (flag(a, "-t", "--threads")) threads = (int)int_value(a, 1, 4096);
-        else if (flag(a, "--ctx", NULL)) ctx = (int)int_value(a, 1, INT32_MAX);
-        else unknown(a);
+        else if (!placement_flag(a, &lo)) unknown(a);
     }
     if (greedy && sampling) die("generate: --greedy cannot be combined with --temperature/--top-k/--top-p/--min-p");
     if (!ids_s) die("generate: --ids is required (e.g. --ids 1,2,3)");
@@ -181,12 +229,19 @@ static int cmd_generate(args *a) {
     int32_t *prompt;
     int n_prompt;
     if (clv_parse_ids(ids_s, &prompt, &n_prompt, &st)) die_st(&st);
-    clv_model *m = load_model(dir, threads);
+    if (n_new < 0) {
+        /* generation_config.json's max_new_tokens, known only once loaded: peek at it */
+        clv_config c0;
+        clv_gen_config g0;
+        if (dir && clv_config_load(&c0, &g0, dir, &st) == 0) n_new = g0.max_new_tokens > 0 ? g0.max_new_tokens : 32;
+        else n_new = 32;
+    }
+    if (lo.ctx == 0) lo.ctx = n_prompt + (n_new > 0 ? n_new : 1);
+    if (n_prompt + n_new > lo.ctx) die("generate: prompt (%d) + -n (%d) exceeds --ctx %d", n_prompt, n_new, lo.ctx);
+    int ctx = lo.ctx;
+    clv_model *m = load_model(dir, &lo);
     ids_check(m, prompt, n_prompt);
     const clv_gen_config *g = &m->gen;
-    if (n_new < 0) n_new = g->max_new_tokens > 0 ? g->max_new_tokens : 32;
-    if (ctx == 0) ctx = n_prompt + (n_new > 0 ? n_new : 1);
-    if (n_prompt + n_new > ctx) die("generate: prompt (%d) + -n (%d) exceeds --ctx %d", n_prompt, n_new, ctx);
 
     clv_sampler_cfg sc = {
         .greedy = greedy || (!sampling && !g->do_sample),
@@ -225,8 +280,8 @@ static int cmd_generate(args *a) {
     double t2 = clv_now();
     if (!json && n_gen) printf("\n");
     double pp = n_prompt / (t1 - t0), tg = n_gen > 1 ? (n_gen - 1) / (t2 - t_first) : 0.0;
-    clv_info("prompt %d tokens: %.2f tok/s | generated %d tokens: %.2f tok/s | %s, %d threads\n", n_prompt, pp, n_gen,
-             tg, clv_cpu_isa(), clv_cpu_backend_threads(m->be[0]));
+    clv_info("prompt %d tokens: %.2f tok/s | generated %d tokens: %.2f tok/s | %s | %s\n", n_prompt, pp, n_gen, tg,
+             clv_cpu_isa(), be_desc(m));
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON *ids = cJSON_AddArrayToObject(o, "ids");
@@ -237,6 +292,10 @@ static int cmd_generate(args *a) {
         cJSON_AddNumberToObject(o, "decode_tok_s", tg);
         cJSON_AddBoolToObject(o, "greedy", sc.greedy);
         cJSON_AddBoolToObject(o, "stopped_at_eos", n_gen > 0 && !ignore_eos && is_eos(&m->cfg, hist[n_hist - 1]));
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        cJSON_AddNumberToObject(o, "max_rss_bytes", (double)ru.ru_maxrss * 1024.0);
+        cJSON_AddNumberToObject(o, "disk_bytes_read", m->streamer ? (double)clv_streamer_bytes_read(m->streamer) : 0.0);
         char *txt = cJSON_PrintUnformatted(o);
         printf("%s\n", txt);
         free(txt);
@@ -255,7 +314,7 @@ static int cmd_generate(args *a) {
 
 static int cmd_logits(args *a) {
     const char *dir = NULL, *ids_s = NULL, *out = NULL;
-    int threads = 0;
+    clv_load_opts lo = {0};
     bool one_by_one = false;
     for (a->i = 2; a->i < a->argc; a->i++) {
         help_if_asked(a);
@@ -263,15 +322,16 @@ static int cmd_logits(args *a) {
         else if (flag(a, "--ids", NULL)) ids_s = value(a);
         else if (flag(a, "--out", "-o")) out = value(a);
         else if (flag(a, "--one-by-one", NULL)) one_by_one = true;
-        else if (flag(a, "-t", "--threads")) threads = (int)int_value(a, 1, 4096);
-        else unknown(a);
+        else if (flag(a, "--prefill-chunk", NULL)) lo.prefill_chunk = (int)int_value(a, 1, 1 << 20);
+        else if (!placement_flag(a, &lo)) unknown(a);
     }
     if (!ids_s || !out) die("logits: --ids and --out are required");
     clv_status st = {0};
     int32_t *ids;
     int n;
     if (clv_parse_ids(ids_s, &ids, &n, &st)) die_st(&st);
-    clv_model *m = load_model(dir, threads);
+    if (lo.ctx == 0) lo.ctx = n;
+    clv_model *m = load_model(dir, &lo);
     ids_check(m, ids, n);
     clv_session *s;
     if (clv_session_new(&s, m, n, &st)) die_st(&st);
@@ -302,7 +362,8 @@ static int cmd_info(args *a) {
         if (flag(a, "-m", "--model")) dir = value(a);
         else unknown(a);
     }
-    clv_model *m = load_model(dir, 1);
+    clv_load_opts lo = {.n_threads = 1, .ctx = 1};
+    clv_model *m = load_model(dir, &lo);
     clv_config_print(&m->cfg, stdout);
     printf("weights            %.2f MiB in %d file(s), %d tensors\n", m->weight_bytes / 1048576.0, m->st.n_files,
            m->st.n_tensors);
@@ -314,6 +375,73 @@ static int cmd_info(args *a) {
         const char *path = m->st.files[t->file].path, *slash = strrchr(path, '/');
         printf("%-56s %-5s %-16s %s\n", t->name, clv_dtype_name(t->dtype), shape, slash ? slash + 1 : path);
     }
+    clv_model_free(m);
+    return 0;
+}
+
+/* ---- plan ------------------------------------------------------------------------- */
+
+/* Read bandwidth of RAM (a 256 MiB buffer, 2 passes) and of the checkpoint's
+ * disk (O_DIRECT reads of up to 512 MiB of its largest file), in GB/s. */
+static void calibrate(const clv_model *m, double *ram_gbs, double *disk_gbs) {
+    size_t n = (256u << 20) / sizeof(uint64_t);
+    uint64_t *buf = malloc(n * sizeof *buf), acc = 0;
+    if (buf) {
+        for (size_t i = 0; i < n; i++) buf[i] = i;
+        double best = 1e9;
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = clv_now();
+            for (size_t i = 0; i < n; i += 8)
+                acc += buf[i] ^ buf[i + 1] ^ buf[i + 2] ^ buf[i + 3] ^ buf[i + 4] ^ buf[i + 5] ^ buf[i + 6] ^ buf[i + 7];
+            double t = clv_now() - t0;
+            best = t < best ? t : best;
+        }
+        *ram_gbs = (double)(n * sizeof *buf) / best / 1e9;
+        free(buf);
+    }
+    int big = 0;
+    for (int f = 1; f < m->st.n_files; f++)
+        if (m->st.files[f].size > m->st.files[big].size) big = f;
+    int fd = open(m->st.files[big].path, O_RDONLY | O_DIRECT);
+    size_t chunk = 8u << 20;
+    void *b = aligned_alloc(4096, chunk);
+    if (fd >= 0 && b) {
+        size_t total = 0, limit = m->st.files[big].size < (512u << 20) ? m->st.files[big].size & ~(size_t)4095 : (512u << 20);
+        double t0 = clv_now();
+        while (total + chunk <= limit && pread(fd, b, chunk, (off_t)total) == (ssize_t)chunk) total += chunk;
+        double t = clv_now() - t0;
+        if (total) *disk_gbs = (double)total / t / 1e9;
+    }
+    if (fd >= 0) close(fd);
+    free(b);
+    if (acc == 42) fputc(' ', stderr); /* keep the reads */
+}
+
+static int cmd_plan(args *a) {
+    const char *dir = NULL;
+    bool json = false, cal = false;
+    clv_load_opts lo = {.n_threads = 1};
+    for (a->i = 2; a->i < a->argc; a->i++) {
+        help_if_asked(a);
+        if (flag(a, "-m", "--model")) dir = value(a);
+        else if (flag(a, "--json", NULL)) json = true;
+        else if (flag(a, "--calibrate", NULL)) cal = true;
+        else if (flag(a, "--accelerate-compat", NULL)) lo.accelerate_compat = true;
+        else if (!placement_flag(a, &lo)) unknown(a);
+    }
+    clv_model *m = load_model(dir, &lo);
+    if (json) {
+        char *txt = clv_plan_map_json(&m->plan);
+        printf("%s\n", txt);
+        free(txt);
+        clv_model_free(m);
+        return 0;
+    }
+    double ram = 20.0, disk = 2.0;
+    if (cal) calibrate(m, &ram, &disk);
+    clv_plan_print(&m->plan, stdout);
+    printf("\npredicted decode: %.2f tok/s (RAM %.1f GB/s, disk %.2f GB/s%s)\n", clv_plan_predict_tok_s(&m->plan, ram, disk),
+           ram, disk, cal ? ", measured" : ", defaults: --calibrate measures them");
     clv_model_free(m);
     return 0;
 }
@@ -379,19 +507,20 @@ static int cmd_synth(args *a) {
 
 static int cmd_bench(args *a) {
     const char *dir = NULL;
-    int pp = 512, tg = 128, threads = 0, reps = 3;
+    int pp = 512, tg = 128, reps = 3;
     bool json = false;
+    clv_load_opts lo = {0};
     for (a->i = 2; a->i < a->argc; a->i++) {
         help_if_asked(a);
         if (flag(a, "-m", "--model")) dir = value(a);
         else if (flag(a, "-p", NULL)) pp = (int)int_value(a, 1, 1 << 20);
         else if (flag(a, "-n", NULL)) tg = (int)int_value(a, 1, 1 << 20);
-        else if (flag(a, "-t", "--threads")) threads = (int)int_value(a, 1, 4096);
         else if (flag(a, "-r", "--reps")) reps = (int)int_value(a, 1, 1000);
         else if (flag(a, "--json", NULL)) json = true;
-        else unknown(a);
+        else if (!placement_flag(a, &lo)) unknown(a);
     }
-    clv_model *m = load_model(dir, threads);
+    if (lo.ctx == 0) lo.ctx = pp + tg;
+    clv_model *m = load_model(dir, &lo);
     clv_status st = {0};
     clv_session *s;
     if (clv_session_new(&s, m, pp + tg, &st)) die_st(&st);
@@ -415,14 +544,14 @@ static int cmd_bench(args *a) {
         if (tg / (t2 - t1) > best_tg) best_tg = tg / (t2 - t1);
     }
     double gbs = best_tg * (double)m->decode_bytes / 1e9;
-    int nth = clv_cpu_backend_threads(m->be[0]);
     if (json) {
-        printf("{\"pp\":%d,\"tg\":%d,\"threads\":%d,\"isa\":\"%s\",\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
-               "\"decode_bytes_per_token\":%llu,\"decode_gb_s\":%.3f}\n",
-               pp, tg, nth, clv_cpu_isa(), best_pp, best_tg, (unsigned long long)m->decode_bytes, gbs);
+        printf("{\"pp\":%d,\"tg\":%d,\"devices\":\"%s\",\"isa\":\"%s\",\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
+               "\"decode_bytes_per_token\":%llu,\"decode_gb_s\":%.3f,\"disk_bytes_read\":%llu}\n",
+               pp, tg, be_desc(m), clv_cpu_isa(), best_pp, best_tg, (unsigned long long)m->decode_bytes, gbs,
+               (unsigned long long)(m->streamer ? clv_streamer_bytes_read(m->streamer) : 0));
     } else {
         printf("model    %s (%s, %.1f MiB of weights)\n", dir, clv_arch_name(m->cfg.arch), m->weight_bytes / 1048576.0);
-        printf("threads  %d (%s)\n", nth, clv_cpu_isa());
+        printf("devices  %s (%s)\n", be_desc(m), clv_cpu_isa());
         printf("pp%-5d  %10.2f tok/s\n", pp, best_pp);
         printf("tg%-5d  %10.2f tok/s   %.2f GB/s of weights (%.1f MB per token)\n", tg, best_tg, gbs,
                m->decode_bytes / 1e6);
@@ -446,6 +575,7 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(args *); const char **help; } cmds[] = {
         {"generate", cmd_generate, &k_generate_help}, {"logits", cmd_logits, &k_logits_help},
         {"info", cmd_info, &k_info_help},             {"synth", cmd_synth, &k_synth_help},
+        {"plan", cmd_plan, &k_plan_help},
         {"bench", cmd_bench, &k_bench_help},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

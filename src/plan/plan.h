@@ -1,36 +1,109 @@
-/* plan — placement as data: which device runs each layer (device map) and,
- * later, how each tensor is split across ranks (tp plan). A plan is a value:
- * printed, compared, and read by the executor. Never touches weight bytes. */
+/* plan — placement as data: which device holds and runs each module (device
+ * map) and, with tensor parallelism, how tensors are split across ranks. A
+ * plan is a value: printed, saved as JSON, loaded, compared; the executor
+ * only reads it. Never touches weight bytes. */
 #ifndef CLV_PLAN_H
 #define CLV_PLAN_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
+#include "../format/safetensors.h"
 #include "../model/config.h"
 
-typedef enum clv_dev_kind { CLV_DEV_CPU, CLV_DEV_DISK, CLV_DEV_CUDA } clv_dev_kind;
+typedef enum clv_dev_kind { CLV_DEV_CUDA, CLV_DEV_CPU, CLV_DEV_DISK } clv_dev_kind;
 
 typedef struct clv_device {
     clv_dev_kind kind;
-    int index; /* -1: the whole kind ("cpu"); N: "cpu:N", "cuda:N" */
+    int index; /* -1: the whole kind ("cpu", "disk"); N: "cpu:N", "cuda:N" */
 } clv_device;
 
 #define CLV_MAX_DEVICES 16
+#define CLV_MAX_CPUS 1024
+
+/* What this machine has: CPU groups (NUMA nodes, or physical cores when there
+ * is one node), their CPUs, and free memory. */
+typedef struct clv_topology {
+    int n_groups;
+    int group_ncpus[CLV_MAX_DEVICES];
+    int group_cpus[CLV_MAX_DEVICES][64];
+    int n_cpus;              /* online CPUs in all */
+    int cpus[CLV_MAX_CPUS];
+    uint64_t mem_available;  /* bytes, MemAvailable */
+    bool numa;               /* groups are NUMA nodes (else cores) */
+} clv_topology;
+int clv_topology_detect(clv_topology *t, clv_status *st);
+
+int clv_device_parse(const char *s, clv_device *d, clv_status *st);
+void clv_device_str(const clv_device *d, char *buf, size_t cap);
+bool clv_device_eq(clv_device a, clv_device b);
+
+/* Sizes: plain bytes, KB/MB/GB (10^3..), KiB/MiB/GiB (2^10..), TB/TiB;
+ * case-insensitive. Anything else is an error saying why. */
+int clv_size_parse(const char *s, uint64_t *out, clv_status *st);
+void clv_size_str(uint64_t bytes, char *buf, size_t cap); /* "1.25 GiB" */
+
+typedef enum clv_map_mode {
+    CLV_MAP_AUTO,            /* = balanced, as transformers' device_map="auto" */
+    CLV_MAP_BALANCED,
+    CLV_MAP_BALANCED_LOW_0,
+    CLV_MAP_SEQUENTIAL,
+    CLV_MAP_DEVICE,          /* everything on one device */
+    CLV_MAP_EXPLICIT         /* module -> device, from JSON */
+} clv_map_mode;
+
+/* The modules a device map assigns, in Hugging Face's order. */
+typedef enum clv_module_kind { CLV_MOD_EMBED, CLV_MOD_LAYER, CLV_MOD_NORM, CLV_MOD_HEAD } clv_module_kind;
+
+typedef struct clv_plan_request {
+    clv_map_mode mode;
+    clv_device device;               /* CLV_MAP_DEVICE */
+    const char *map_json;            /* CLV_MAP_EXPLICIT: the file's text */
+    const char *map_path;
+    int n_budgets;                   /* --max-memory */
+    clv_device budget_dev[CLV_MAX_DEVICES];
+    uint64_t budget[CLV_MAX_DEVICES];
+    int ctx;                         /* KV cache tokens to budget; 0: choose */
+    int max_t;                       /* prefill chunk (activation scratch) */
+    bool accelerate_compat;          /* budget weights only, as Accelerate does */
+} clv_plan_request;
 
 typedef struct clv_plan {
     int n_devices;
     clv_device devices[CLV_MAX_DEVICES];
+    uint64_t budget[CLV_MAX_DEVICES];
+    int exec[CLV_MAX_DEVICES];     /* device that computes what is stored on d (disk -> main) */
     int n_layers;
-    int layer_dev[CLV_MAX_LAYERS]; /* index into devices */
+    int layer_dev[CLV_MAX_LAYERS]; /* index into devices: where the layer's weights live */
     int embed_dev, norm_dev, head_dev;
-    int tp_size; /* ranks each tensor is split over; 1: none */
+    bool tied;
+    int ctx, max_t;
+    /* accounting per device */
+    uint64_t weight_bytes[CLV_MAX_DEVICES], kv_bytes[CLV_MAX_DEVICES], scratch_bytes[CLV_MAX_DEVICES],
+        staging_bytes[CLV_MAX_DEVICES];
+    uint64_t layer_bytes[CLV_MAX_LAYERS], embed_bytes, norm_bytes, head_bytes, kv_per_token_layer;
+    int tp_size;
 } clv_plan;
 
-int clv_device_parse(const char *s, clv_device *d, clv_status *st);
-void clv_device_str(const clv_device *d, char *buf, size_t cap);
+/* Module sizes from the checkpoint's actual tensors. */
+typedef struct clv_module_sizes {
+    int n_layers;
+    uint64_t layer[CLV_MAX_LAYERS], embed, norm, head; /* head 0 when tied */
+    uint64_t leaf_mean;       /* mean size of leaf modules (Linear, Embedding, norms) */
+    uint64_t kv_per_token_layer;
+    uint64_t scratch_per_token, scratch_fixed;
+} clv_module_sizes;
 
-/* Everything on one device. */
 void clv_plan_single(clv_plan *p, const clv_config *c, clv_device d);
+/* Plan with `req` over this machine's topology. */
+int clv_plan_make(clv_plan *p, const clv_config *c, const clv_module_sizes *ms, const clv_topology *topo,
+                  const clv_plan_request *req, clv_status *st);
 void clv_plan_print(const clv_plan *p, FILE *f);
+/* The device map as JSON: Hugging Face's module -> device form, one entry per
+ * module; exactly what --device-map FILE.json reads. Caller frees. */
+char *clv_plan_map_json(const clv_plan *p);
+/* Predicted decode tokens/s from bytes per tier and each tier's bandwidth (GB/s). */
+double clv_plan_predict_tok_s(const clv_plan *p, double ram_gbs, double disk_gbs);
 
 #endif

@@ -156,10 +156,184 @@ done:
     return rc;
 }
 
+void clv_model_sizes(const clv_model *m, int max_t, clv_module_sizes *ms) {
+    const clv_config *c = &m->cfg;
+    memset(ms, 0, sizeof *ms);
+    ms->n_layers = c->n_layers;
+    int cap = clv_arch_max_tensors(c);
+    clv_wdesc *d = calloc((size_t)cap, sizeof *d);
+    CLV_CHECK(d != NULL, "calloc");
+    int n = clv_arch_tensors(c, d, cap);
+    /* leaf modules (Linear, Embedding, norms; a bias belongs to its Linear), for balancing */
+    uint64_t leaf_sum = 0;
+    int leaves = 0;
+    for (int i = 0; i < n; i++) {
+        const clv_st_tensor *t = clv_st_find(&m->st, d[i].name);
+        uint64_t b = t ? t->end - t->begin : 0;
+        switch (d[i].slot) {
+        case CLV_W_EMBED: ms->embed += b; break;
+        case CLV_W_NORM: ms->norm += b; break;
+        case CLV_W_LM_HEAD: ms->head += b; break;
+        default: ms->layer[d[i].layer] += b; break;
+        }
+        bool is_bias = d[i].slot == CLV_W_Q_BIAS || d[i].slot == CLV_W_K_BIAS || d[i].slot == CLV_W_V_BIAS ||
+                       d[i].slot == CLV_W_O_BIAS || d[i].slot == CLV_W_GATE_BIAS || d[i].slot == CLV_W_UP_BIAS ||
+                       d[i].slot == CLV_W_DOWN_BIAS;
+        leaf_sum += b;
+        leaves += !is_bias;
+    }
+    free(d);
+    ms->leaf_mean = leaves ? leaf_sum / (uint64_t)leaves : 0;
+    const uint64_t H = (uint64_t)c->hidden, qd = (uint64_t)c->n_heads * c->head_dim,
+                   kvd = (uint64_t)c->n_kv_heads * c->head_dim, I = (uint64_t)c->intermediate;
+    ms->kv_per_token_layer = 2 * kvd * sizeof(float);
+    ms->scratch_per_token = sizeof(float) * (3 * H + 2 * qd + 2 * kvd + 2 * I);
+    ms->scratch_fixed = sizeof(float) * (uint64_t)c->vocab;
+    (void)max_t;
+}
+
+/* Parse "cpu:0=2GiB,disk=10GB" into the request's budget list. */
+static int parse_max_memory(const char *s, clv_plan_request *req, clv_status *st) {
+    char buf[1024];
+    if (strlen(s) >= sizeof buf) return clv_fail(st, CLV_EINVAL, "--max-memory: too long");
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) return clv_fail(st, CLV_EINVAL, "--max-memory: '%s' is not DEVICE=SIZE (e.g. cpu:0=2GiB)", tok);
+        *eq = 0;
+        if (req->n_budgets == CLV_MAX_DEVICES) return clv_fail(st, CLV_EINVAL, "--max-memory: too many devices");
+        clv_device d;
+        uint64_t b;
+        if (clv_device_parse(tok, &d, st) || clv_size_parse(eq + 1, &b, st)) return clv_wrap(st, "--max-memory: ");
+        for (int k = 0; k < req->n_budgets; k++)
+            if (clv_device_eq(req->budget_dev[k], d)) return clv_fail(st, CLV_EINVAL, "--max-memory: %s is given twice", tok);
+        req->budget_dev[req->n_budgets] = d;
+        req->budget[req->n_budgets++] = b;
+    }
+    return 0;
+}
+
+static int make_plan(clv_model *m, const clv_load_opts *o, clv_status *st) {
+    clv_plan_request req = {.mode = CLV_MAP_DEVICE, .device = {CLV_DEV_CPU, -1}};
+    req.ctx = o ? o->ctx : 0;
+    req.max_t = m->prefill_chunk;
+    req.accelerate_compat = o && o->accelerate_compat;
+    char *json = NULL;
+    int rc;
+    if (o && o->max_memory && *o->max_memory && (rc = parse_max_memory(o->max_memory, &req, st))) return rc;
+    const char *dm = o && o->device_map && *o->device_map ? o->device_map : NULL;
+    if (!dm) {
+        if (req.n_budgets) req.mode = CLV_MAP_AUTO; /* a budget without a map: place by it */
+    } else if (strcmp(dm, "auto") == 0) req.mode = CLV_MAP_AUTO;
+    else if (strcmp(dm, "balanced") == 0) req.mode = CLV_MAP_BALANCED;
+    else if (strcmp(dm, "balanced_low_0") == 0) req.mode = CLV_MAP_BALANCED_LOW_0;
+    else if (strcmp(dm, "sequential") == 0) req.mode = CLV_MAP_SEQUENTIAL;
+    else if (clv_device_parse(dm, &req.device, st) == 0) req.mode = CLV_MAP_DEVICE;
+    else {
+        size_t len;
+        if (!clv_file_exists(dm))
+            return clv_fail(st, CLV_EINVAL, "--device-map '%s': unknown device '%s' (cpu, cpu:N, disk, cuda:N), and not "
+                            "auto, balanced, balanced_low_0, sequential or an existing JSON file", dm, dm);
+        if ((rc = clv_read_file(dm, &json, &len, st))) return rc;
+        req.mode = CLV_MAP_EXPLICIT;
+        req.map_json = json;
+        req.map_path = dm;
+    }
+    clv_module_sizes ms;
+    clv_model_sizes(m, req.max_t, &ms);
+    rc = clv_plan_make(&m->plan, &m->cfg, &ms, &m->topo, &req, st);
+    free(json);
+    return rc;
+}
+
+/* Disk-tier modules become stream units, in the order a forward pass uses them. */
+static int make_units(clv_model *m, const clv_load_opts *o, clv_status *st) {
+    const clv_plan *p = &m->plan;
+    const clv_config *c = &m->cfg;
+    m->layer_unit = malloc(sizeof(int) * (size_t)c->n_layers);
+    m->units = calloc((size_t)c->n_layers + 1, sizeof *m->units);
+    m->unit_map = calloc((size_t)c->n_layers + 1, sizeof *m->unit_map);
+    if (!m->layer_unit || !m->units || !m->unit_map) return clv_fail(st, CLV_ENOMEM, "out of memory");
+    m->head_unit = -1;
+    int cap = clv_arch_max_tensors(c);
+    clv_wdesc *d = calloc((size_t)cap, sizeof *d);
+    if (!d) return clv_fail(st, CLV_ENOMEM, "out of memory");
+    int n = clv_arch_tensors(c, d, cap);
+    for (int l = 0; l < c->n_layers; l++) {
+        m->layer_unit[l] = -1;
+        if (p->devices[p->layer_dev[l]].kind != CLV_DEV_DISK) continue;
+        int u = m->n_units++;
+        m->layer_unit[l] = u;
+        m->unit_map[u].layer = l;
+        for (int i = 0; i < n; i++)
+            if (d[i].layer == l && d[i].ndim == 2) {
+                CLV_ASSERT(m->units[u].n < CLV_STREAM_MAX_TENSORS);
+                m->unit_map[u].slot[m->units[u].n] = d[i].slot;
+                m->units[u].t[m->units[u].n++] = clv_st_find(&m->st, d[i].name);
+            }
+    }
+    if (p->devices[p->head_dev].kind == CLV_DEV_DISK) {
+        int u = m->n_units++;
+        m->head_unit = u;
+        m->unit_map[u].layer = -1;
+        const clv_st_tensor *t = clv_st_find(&m->st, "lm_head.weight");
+        if (!t) t = clv_st_find(&m->st, "model.embed_tokens.weight");
+        m->unit_map[u].slot[0] = CLV_W_LM_HEAD;
+        m->units[u].t[m->units[u].n++] = t;
+    }
+    free(d);
+    if (!m->n_units) return 0;
+    return clv_streamer_new(&m->streamer, &m->st, m->units, m->n_units, !(o && o->no_prefetch), st);
+}
+
+int clv_model_layer_acquire(clv_model *m, int l, clv_layer_w *tmp, const clv_layer_w **out, clv_status *st) {
+    int u = m->layer_unit[l];
+    if (u < 0) {
+        *out = &m->layers[l];
+        return 0;
+    }
+    const uint8_t *base = clv_streamer_acquire(m->streamer, u, st);
+    if (!base) return st->code ? st->code : CLV_EIO;
+    *tmp = m->layers[l];
+    for (int i = 0; i < m->units[u].n; i++) {
+        const void *data = base + m->units[u].slot_off[i];
+        switch (m->unit_map[u].slot[i]) {
+        case CLV_W_Q: tmp->q.data = data; break;
+        case CLV_W_K: tmp->k.data = data; break;
+        case CLV_W_V: tmp->v.data = data; break;
+        case CLV_W_O: tmp->o.data = data; break;
+        case CLV_W_GATE: tmp->gate.data = data; break;
+        case CLV_W_UP: tmp->up.data = data; break;
+        case CLV_W_DOWN: tmp->down.data = data; break;
+        default: CLV_ASSERT(!"unexpected streamed slot");
+        }
+    }
+    *out = tmp;
+    return 0;
+}
+
+void clv_model_layer_done(clv_model *m, int l) {
+    if (m->layer_unit[l] >= 0) clv_streamer_release(m->streamer, m->layer_unit[l]);
+}
+
+int clv_model_head_acquire(clv_model *m, clv_mat *out, clv_status *st) {
+    *out = m->lm_head;
+    if (m->head_unit < 0) return 0;
+    const uint8_t *base = clv_streamer_acquire(m->streamer, m->head_unit, st);
+    if (!base) return st->code ? st->code : CLV_EIO;
+    out->data = base + m->units[m->head_unit].slot_off[0];
+    return 0;
+}
+
+void clv_model_head_done(clv_model *m) {
+    if (m->head_unit >= 0) clv_streamer_release(m->streamer, m->head_unit);
+}
+
 int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, clv_status *st) {
     *out = NULL;
     clv_model *m = calloc(1, sizeof *m);
     if (!m) return clv_fail(st, CLV_ENOMEM, "out of memory");
+    m->prefill_chunk = opts && opts->prefill_chunk > 0 ? opts->prefill_chunk : 512;
     int rc;
     if ((rc = clv_config_load(&m->cfg, &m->gen, dir, st))) goto fail;
     if (m->cfg.head_dim > CLV_MAX_HEAD_DIM) {
@@ -167,13 +341,24 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
                       m->cfg.head_dim, CLV_MAX_HEAD_DIM);
         goto fail;
     }
-    clv_plan_single(&m->plan, &m->cfg, (clv_device){CLV_DEV_CPU, -1});
+    if ((rc = clv_topology_detect(&m->topo, st))) goto fail;
     if ((rc = clv_st_open_dir(&m->st, dir, st))) goto fail;
     if ((rc = clv_model_bind(m, st))) goto fail;
+    if ((rc = make_plan(m, opts, st))) goto fail;
+    if ((rc = make_units(m, opts, st))) goto fail;
     for (int d = 0; d < m->plan.n_devices; d++) {
+        const clv_device *dev = &m->plan.devices[d];
+        if (dev->kind == CLV_DEV_DISK) continue;
         char name[32];
-        clv_device_str(&m->plan.devices[d], name, sizeof name);
-        m->be[d] = clv_cpu_backend_new(name, opts ? opts->n_threads : 0, NULL);
+        clv_device_str(dev, name, sizeof name);
+        const int *cpus = NULL;
+        int threads = opts && opts->n_threads > 0 ? opts->n_threads : m->topo.n_cpus;
+        if (dev->kind == CLV_DEV_CPU && dev->index >= 0) {
+            cpus = m->topo.group_cpus[dev->index];
+            int n = m->topo.group_ncpus[dev->index];
+            threads = opts && opts->n_threads > 0 && opts->n_threads < n ? opts->n_threads : n;
+        }
+        m->be[d] = clv_cpu_backend_new(name, threads, cpus);
         if (!m->be[d]) {
             rc = clv_fail(st, CLV_ENOMEM, "cannot start the %s backend", name);
             goto fail;
@@ -190,10 +375,16 @@ void clv_model_free(clv_model *m) {
     if (!m) return;
     for (int d = 0; d < CLV_MAX_DEVICES; d++)
         if (m->be[d]) m->be[d]->ops->destroy(m->be[d]);
+    clv_streamer_free(m->streamer);
+    free(m->units);
+    free(m->unit_map);
+    free(m->layer_unit);
     clv_st_close(&m->st);
     clv_free(m->vec_arena);
     free(m->layers);
     free(m);
 }
+
+int clv_model_ctx(const clv_model *m) { return m->plan.ctx; }
 
 int clv_model_vocab(const clv_model *m) { return m->cfg.vocab; }

@@ -9,6 +9,7 @@
 #include "../model/arch.h"
 #include "../model/config.h"
 #include "../plan/plan.h"
+#include "stream.h"
 #include "cleave.h"
 
 typedef struct clv_layer_w {
@@ -17,18 +18,33 @@ typedef struct clv_layer_w {
     const float *q_bias, *k_bias, *v_bias, *o_bias, *gate_bias, *up_bias, *down_bias; /* NULL if absent */
 } clv_layer_w;
 
+/* A disk-tier unit (a layer, or the head) and which slot each of its tensors fills. */
+typedef struct clv_unit_map {
+    int layer;                       /* -1: the lm_head */
+    clv_wslot slot[CLV_STREAM_MAX_TENSORS];
+} clv_unit_map;
+
 struct clv_model {
     clv_config cfg;
     clv_gen_config gen;
     clv_plan plan;
+    clv_topology topo;
     clv_st_set st;
     clv_mat embed, lm_head;
     const float *norm;
     clv_layer_w *layers;
     float *vec_arena;               /* every 1-D tensor as f32 */
-    clv_backend *be[CLV_MAX_DEVICES];
+    clv_backend *be[CLV_MAX_DEVICES]; /* per plan device that computes; NULL for disk */
     uint64_t weight_bytes;          /* bytes of every tensor in the checkpoint */
     uint64_t decode_bytes;          /* bytes read per decoded token (matrices + one embedding row) */
+    /* disk tier */
+    clv_streamer *streamer;
+    int n_units;
+    clv_stream_unit *units;
+    clv_unit_map *unit_map;
+    int *layer_unit;                /* [n_layers] unit index, -1 if resident */
+    int head_unit;                  /* -1 if resident */
+    int prefill_chunk;
 };
 
 struct clv_session {
@@ -40,11 +56,20 @@ struct clv_session {
     float *rope_cos, *rope_sin; /* [ctx][head_dim/2] */
     /* activations, [max_t][...] */
     float *x, *xb, *xb2, *q, *k, *v, *att, *g, *u, *last;
+    uint8_t *embed_row;         /* one embedding row, when the table is on disk */
 };
 
 /* Bind every tensor the architecture needs; any missing, extra, mis-shaped or
  * wrongly typed tensor is an error naming it and its file. */
 int clv_model_bind(clv_model *m, clv_status *st);
+/* Module sizes for the planner, from the checkpoint's actual tensors. */
+void clv_model_sizes(const clv_model *m, int max_t, clv_module_sizes *ms);
+/* The weights of layer l, streaming them in first if they live on disk (then
+ * clv_model_layer_done must follow). */
+int clv_model_layer_acquire(clv_model *m, int l, clv_layer_w *tmp, const clv_layer_w **out, clv_status *st);
+void clv_model_layer_done(clv_model *m, int l);
+int clv_model_head_acquire(clv_model *m, clv_mat *out, clv_status *st);
+void clv_model_head_done(clv_model *m);
 
 /* ---- sampling ---------------------------------------------------------------- */
 

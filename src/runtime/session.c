@@ -3,26 +3,30 @@
  * max_t tokens as matrix x matrix work; decode is the same code with T = 1. */
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../util/util.h"
 #include "runtime.h"
 
-#define CLV_PREFILL_CHUNK 512
-
-static clv_backend *layer_be(const clv_model *m, int l) { return m->be[m->plan.layer_dev[l]]; }
+/* The backend that computes what is stored on plan device d (disk -> its compute device). */
+static clv_backend *exec_be(const clv_model *m, int d) { return m->be[m->plan.exec[d]]; }
+static clv_backend *layer_be(const clv_model *m, int l) { return exec_be(m, m->plan.layer_dev[l]); }
 
 int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
     *out = NULL;
     const clv_config *c = &m->cfg;
     if (ctx < 1) return clv_fail(st, CLV_EINVAL, "context length must be >= 1 (got %d)", ctx);
+    if (m->plan.ctx > 0 && ctx > m->plan.ctx)
+        return clv_fail(st, CLV_EINVAL, "a %d-token context exceeds the %d tokens the placement plan budgeted (raise --ctx)",
+                        ctx, m->plan.ctx);
     clv_session *s = calloc(1, sizeof *s);
     if (!s) return clv_fail(st, CLV_ENOMEM, "out of memory");
     s->m = m;
     s->ctx = ctx;
-    s->max_t = ctx < CLV_PREFILL_CHUNK ? ctx : CLV_PREFILL_CHUNK;
+    s->max_t = ctx < m->prefill_chunk ? ctx : m->prefill_chunk;
     const size_t T = (size_t)s->max_t, H = (size_t)c->hidden, qd = (size_t)c->n_heads * c->head_dim,
                  kvd = (size_t)c->n_kv_heads * c->head_dim, I = (size_t)c->intermediate, half = (size_t)c->head_dim / 2;
-    clv_backend *be0 = m->be[m->plan.embed_dev];
+    clv_backend *be0 = exec_be(m, m->plan.embed_dev);
     /* Size first, then allocate once; nothing is allocated per token. */
     s->k_cache = calloc((size_t)c->n_layers, sizeof(float *));
     s->v_cache = calloc((size_t)c->n_layers, sizeof(float *));
@@ -37,6 +41,9 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
     size_t sizes[] = {T * H, T * H, T * H, T * qd, T * kvd, T * kvd, T * qd, T * I, T * I, (size_t)c->vocab};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         if (!(*bufs[i] = be0->ops->alloc(be0, sizeof(float) * sizes[i]))) goto oom;
+    if (m->plan.devices[m->plan.embed_dev].kind == CLV_DEV_DISK &&
+        !(s->embed_row = clv_alloc(clv_dtype_size(m->embed.dt) * (size_t)c->hidden)))
+        goto oom;
     s->rope_cos = clv_alloc(sizeof(float) * (size_t)ctx * half);
     s->rope_sin = clv_alloc(sizeof(float) * (size_t)ctx * half);
     if (!s->rope_cos || !s->rope_sin) goto oom;
@@ -70,21 +77,21 @@ void clv_session_free(clv_session *s) {
     }
     free(s->k_cache);
     free(s->v_cache);
-    clv_backend *be0 = m->be[m->plan.embed_dev];
+    clv_backend *be0 = exec_be(m, m->plan.embed_dev);
     float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att, s->g, s->u, s->last};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be0->ops->free(be0, bufs[i]);
     clv_free(s->rope_cos);
     clv_free(s->rope_sin);
+    clv_free(s->embed_row);
     free(s);
 }
 
 void clv_session_reset(clv_session *s) { s->pos = 0; }
 
 /* One layer over T tokens at positions s->pos .. s->pos+T-1; x is updated in place. */
-static void layer_forward(clv_session *s, int l, int T) {
+static void layer_forward(clv_session *s, int l, const clv_layer_w *L, int T) {
     const clv_model *m = s->m;
     const clv_config *c = &m->cfg;
-    const clv_layer_w *L = &m->layers[l];
     clv_backend *be = layer_be(m, l);
     const clv_backend_ops *op = be->ops;
     const int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
@@ -119,6 +126,20 @@ static void layer_forward(clv_session *s, int l, int T) {
     op->add(be, s->x, s->xb2, (size_t)T * H);
 }
 
+static int embed_from_disk(clv_session *s, int id, float *out, clv_status *st) {
+    const clv_model *m = s->m;
+    const clv_st_tensor *t = clv_st_find(&m->st, "model.embed_tokens.weight");
+    size_t row = clv_dtype_size(t->dtype) * (size_t)m->cfg.hidden;
+    const clv_st_file *f = &m->st.files[t->file];
+    if (pread(f->fd, s->embed_row, row, (off_t)(t->begin + (uint64_t)id * row)) != (ssize_t)row)
+        return clv_fail(st, CLV_EIO, "%s: cannot read embedding row %d", f->path, id);
+    clv_mat one = {s->embed_row, t->dtype, 1, m->cfg.hidden};
+    int32_t zero = 0;
+    clv_backend *be = exec_be(m, m->plan.embed_dev);
+    be->ops->embed(be, out, &one, &zero, 1);
+    return 0;
+}
+
 int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, int all_logits, clv_status *st) {
     clv_model *m = s->m;
     const clv_config *c = &m->cfg;
@@ -131,22 +152,42 @@ int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, i
             return clv_fail(st, CLV_EINVAL, "token id %d at position %d is outside the vocabulary (0..%d)", ids[i], i,
                             c->vocab - 1);
     const int H = c->hidden, V = c->vocab;
+    const clv_plan *p = &m->plan;
+    int rc;
     for (int done = 0; done < n;) {
         int T = n - done < s->max_t ? n - done : s->max_t;
-        clv_backend *be = m->be[m->plan.embed_dev];
-        be->ops->embed(be, s->x, &m->embed, ids + done, T);
-        for (int l = 0; l < c->n_layers; l++) layer_forward(s, l, T);
+        clv_backend *be = exec_be(m, p->embed_dev);
+        if (s->embed_row) {
+            /* embedding table on disk: read just the rows these tokens need */
+            for (int t = 0; t < T; t++)
+                if ((rc = embed_from_disk(s, ids[done + t], s->x + (size_t)t * H, st))) return rc;
+        } else {
+            be->ops->embed(be, s->x, &m->embed, ids + done, T);
+        }
+        /* Layers in order, each on the backend of its device. All devices so far
+         * share host memory, so activations need no copy between them. */
+        for (int l = 0; l < c->n_layers; l++) {
+            clv_layer_w tmp;
+            const clv_layer_w *L;
+            if ((rc = clv_model_layer_acquire(m, l, &tmp, &L, st))) return rc;
+            layer_forward(s, l, L, T);
+            clv_model_layer_done(m, l);
+        }
         s->pos += T;
         done += T;
 
-        be = m->be[m->plan.head_dev];
-        if (logits && all_logits) {
+        if (!logits || (!all_logits && done < n)) continue;
+        be = exec_be(m, p->head_dev);
+        clv_mat head;
+        if ((rc = clv_model_head_acquire(m, &head, st))) return rc;
+        if (all_logits) {
             be->ops->rmsnorm(be, s->xb, s->x, m->norm, T, H, c->rms_eps);
-            be->ops->matmul(be, logits + (size_t)(done - T) * V, s->xb, &m->lm_head, NULL, T);
-        } else if (logits && done == n) {
+            be->ops->matmul(be, logits + (size_t)(done - T) * V, s->xb, &head, NULL, T);
+        } else {
             be->ops->rmsnorm(be, s->xb, s->x + (size_t)(T - 1) * H, m->norm, 1, H, c->rms_eps);
-            be->ops->matmul(be, logits, s->xb, &m->lm_head, NULL, 1);
+            be->ops->matmul(be, logits, s->xb, &head, NULL, 1);
         }
+        clv_model_head_done(m);
     }
     return 0;
 }
