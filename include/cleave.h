@@ -43,6 +43,10 @@ typedef struct clv_load_opts {
     int prefill_chunk;          /* tokens per forward chunk; 0: 512 */
     bool no_prefetch;           /* read disk-tier weights synchronously (for measuring prefetch) */
     bool accelerate_compat;     /* plan weights only, exactly as Accelerate does (no KV/scratch budget) */
+    /* tensor parallelism: this process is one rank of comm (NULL: no TP) */
+    struct clv_comm *comm;
+    const char *tp_plan;        /* NULL: auto; else the text of a JSON tp plan */
+    const char *tp_plan_path;   /* for messages */
 } clv_load_opts;
 
 /* Load a Hugging Face model folder (config.json, *.safetensors [+ index]). */

@@ -289,3 +289,141 @@ sizes_ok() { # the size forms that are accepted, with their meaning
     done
 }
 
+
+# ---- tensor parallelism: N ranks reproduce the single-rank logits and tokens ----------
+# name | synth flags | tp sizes
+TP_CASES=(
+    "llama-gqa|--arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 96 --vocab 128 --dtype bf16|2 4"
+    "mistral-window|--arch mistral --hidden 64 --layers 2 --heads 4 --kv-heads 4 --intermediate 96 --vocab 128 --dtype f32 --sliding-window 4|2 4"
+    "qwen2-bias-tied|--arch qwen2 --hidden 48 --layers 2 --heads 6 --kv-heads 3 --intermediate 96 --vocab 126 --dtype bf16 --tie|3 6"
+    "qwen3-headdim|--arch qwen3 --hidden 48 --layers 2 --heads 4 --kv-heads 1 --head-dim 16 --intermediate 64 --vocab 128 --dtype f16|2 4"
+    "llama-bias-f32|--arch llama --hidden 32 --layers 3 --heads 4 --kv-heads 4 --intermediate 48 --vocab 64 --dtype f32 --attention-bias|1 2 4"
+)
+TP_IDS=3,4,5,6,7,8,9,10,11,12
+tp_case() { # tp_case NAME FLAGS N [extra flags]
+    local name=$1 flags=$2 n=$3; shift 3
+    local d=$TMP/tp-$name V
+    if [[ ! -f $d/ref.f32 ]]; then
+        "$CLEAVE" synth $flags --seed 2 --out "$d" >/dev/null 2>&1 || return 1
+        "$CLEAVE" logits -m "$d" --ids $TP_IDS --out "$d/ref.f32" 2>/dev/null || return 1
+        "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --greedy --ignore-eos --json 2>/dev/null | tail -n 1 >"$d/ref-greedy.json"
+        "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --temperature 1.3 --seed 7 --ignore-eos --json 2>/dev/null | tail -n 1 >"$d/ref-sample.json"
+    fi
+    V=$(json_get "$d/config.json" "d['vocab_size']")
+    "$CLEAVE" logits -m "$d" --ids $TP_IDS --out "$TMP/tp.f32" --tp "$n" "$@" &&
+        python3 tests/tools/cmp_f32.py "$TMP/tp.f32" "$d/ref.f32" --vocab "$V" $TOL --label "$name --tp $n $*" || return 1
+    "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --greedy --ignore-eos --json --tp "$n" "$@" | tail -n 1 >"$TMP/tpg.json" &&
+    "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --temperature 1.3 --seed 7 --ignore-eos --json --tp "$n" "$@" | tail -n 1 >"$TMP/tps.json" || return 1
+    python3 - "$TMP/tpg.json" "$d/ref-greedy.json" "$TMP/tps.json" "$d/ref-sample.json" <<'PY'
+import json, sys
+g, rg, s, rs = (json.load(open(f))['ids'] for f in sys.argv[1:])
+print('greedy ', g, '(single rank', rg, ')'); print('sampled', s, '(single rank', rs, ')')
+sys.exit(0 if g == rg and s == rs else 1)
+PY
+}
+for c in "${TP_CASES[@]}"; do
+    IFS='|' read -r name flags sizes <<<"$c"
+    for n in $sizes; do run "tp/$name/tp$n" tp_case "$name" "$flags" "$n"; done
+done
+tp_manual_plan() { # a manual plan using older strategy names: same answers
+    printf '{"model.layers.*.self_attn.q_proj": "local_colwise", "layers.*.self_attn.k_proj": "colwise", "model.layers.*.self_attn.v_proj": "colwise",
+             "model.layers.*.self_attn.o_proj": "rowwise_rep", "model.layers.*.mlp.gate_proj": "colwise", "model.layers.*.mlp.up_proj": "colwise",
+             "model.layers.*.mlp.down_proj": "local_rowwise", "lm_head": "colwise_rep", "model.embed_tokens": "embedding_rowwise"}\n' >"$TMP/tpplan.json"
+    tp_case llama-gqa "" 2 --tp-plan "$TMP/tpplan.json"
+}
+run "tp/manual-plan-old-names" tp_manual_plan
+tp_partial_plan() { # only the MLP split; attention replicated on every rank
+    printf '{"model.layers.*.mlp.gate_proj": "colwise", "model.layers.*.mlp.up_proj": "colwise", "model.layers.*.mlp.down_proj": "rowwise"}\n' >"$TMP/tpmlp.json"
+    tp_case qwen2-bias-tied "" 3 --tp-plan "$TMP/tpmlp.json"
+}
+run "tp/partial-plan" tp_partial_plan
+kv_replication_said() {
+    "$CLEAVE" logits -m "$TMP/tp-qwen3-headdim" --ids 3,4 --out "$TMP/x.f32" --tp 4 2>"$TMP/kv.err" || return 1
+    cat "$TMP/kv.err"
+    [[ $(grep -c "KV head is replicated" "$TMP/kv.err") == 1 ]]
+}
+run "tp/kv-heads-replicated-said-once" kv_replication_said
+tp_launch() { # cleave launch, like torchrun: same tokens
+    local d=$TMP/tp-llama-gqa
+    "$CLEAVE" launch --nproc-per-node 2 -- "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --greedy --ignore-eos --json |
+        tail -n 1 >"$TMP/launch.json" || return 1
+    python3 -c "import json,sys; a,b=(json.load(open(f))['ids'] for f in sys.argv[1:]); print(a); sys.exit(a!=b)" "$TMP/launch.json" "$d/ref-greedy.json"
+}
+run "tp/launch" tp_launch
+tp_torchrun_env() { # ranks started by hand with torchrun's environment variables
+    local d=$TMP/tp-llama-gqa
+    RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29611 \
+        "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --greedy --ignore-eos --json >/dev/null 2>"$TMP/r1.err" &
+    local p1=$!
+    RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29611 \
+        "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --greedy --ignore-eos --json | tail -n 1 >"$TMP/env.json"
+    local rc0=$?
+    wait $p1 || { cat "$TMP/r1.err"; return 1; }
+    ((rc0 == 0)) && python3 -c "import json,sys; a,b=(json.load(open(f))['ids'] for f in sys.argv[1:]); print(a); sys.exit(a!=b)" "$TMP/env.json" "$d/ref-greedy.json"
+}
+run "tp/torchrun-environment" tp_torchrun_env
+
+# a rank killed mid-generation: every other rank stops within seconds naming it,
+# no process and no shared-memory segment is left behind
+killed_rank() {
+    local d=$TMP/tp-kill
+    "$CLEAVE" synth --arch llama --hidden 256 --layers 4 --heads 4 --kv-heads 2 --intermediate 512 --vocab 512 --dtype f32 \
+        --seed 1 --out "$d" >/dev/null 2>&1 || return 1
+    ls /dev/shm | grep cleave >"$TMP/shm.before"
+    "$CLEAVE" generate -m "$d" --ids 1,2,3 -n 100000 --ctx 100010 --greedy --ignore-eos --tp 2 >/dev/null 2>"$TMP/kill.err" &
+    local p0=$! p1="" i
+    for i in $(seq 100); do p1=$(pgrep -P $p0 | head -n 1); [[ -n $p1 ]] && break; sleep 0.1; done
+    [[ -n $p1 ]] || { echo "rank 1 never started"; kill -9 $p0; return 1; }
+    sleep 1.5
+    kill -9 "$p1"
+    local t0=$SECONDS
+    for i in $(seq 100); do kill -0 $p0 2>/dev/null || break; sleep 0.1; done
+    local waited=$((SECONDS - t0))
+    if kill -0 $p0 2>/dev/null; then echo "rank 0 still running 10 s after rank 1 was killed"; kill -9 $p0; return 1; fi
+    wait $p0; local rc=$?
+    cat "$TMP/kill.err"
+    echo "rank 0 exited with $rc about ${waited}s after rank 1 was killed"
+    ((rc != 0)) && grep -q "rank 1" "$TMP/kill.err" || return 1
+    pgrep -f "$d" && { echo "processes left behind"; return 1; }
+    ls /dev/shm | grep cleave >"$TMP/shm.after"
+    diff "$TMP/shm.before" "$TMP/shm.after" || { echo "shared memory left behind"; return 1; }
+}
+run "tp/killed-rank" killed_rank
+launch_killed_rank() { # the same under cleave launch: the launcher stops the rest and fails
+    local d=$TMP/tp-kill
+    "$CLEAVE" launch --nproc-per-node 2 -- "$CLEAVE" generate -m "$d" --ids 1,2,3 -n 100000 --ctx 100010 --greedy \
+        --ignore-eos >/dev/null 2>"$TMP/lk.err" &
+    local pl=$! p1="" i
+    sleep 2
+    for p in $(pgrep -P $pl); do [[ $(tr '\0' '\n' </proc/$p/environ | grep '^RANK=') == RANK=1 ]] && p1=$p; done
+    [[ -n $p1 ]] || { echo "no rank 1"; kill -9 $pl; return 1; }
+    kill -9 "$p1"
+    for i in $(seq 100); do kill -0 $pl 2>/dev/null || break; sleep 0.1; done
+    kill -0 $pl 2>/dev/null && { echo "launcher still running"; pkill -9 -P $pl; kill -9 $pl; return 1; }
+    wait $pl; local rc=$?
+    cat "$TMP/lk.err"
+    ((rc != 0)) && grep -q "rank 1" "$TMP/lk.err" && ! pgrep -f "$d"
+}
+run "tp/launch-killed-rank" launch_killed_rank
+
+# validation before any weight is read: module, size and N named
+TPV=$TMP/tp-qwen2-bias-tied
+run "tp/err-heads-not-divisible" expect_fail "num_attention_heads 6 is not divisible by --tp 4" "$CLEAVE" logits -m "$TPV" --ids 1 --out "$TMP/x" --tp 4
+run "tp/err-more-ranks-than-heads" expect_fail "--tp 8 is larger than num_attention_heads 6" "$CLEAVE" logits -m "$TPV" --ids 1 --out "$TMP/x" --tp 8
+tpv_plan() { printf '%s\n' "$2" >"$TMP/bad-tp.json"; expect_fail "$1" "$CLEAVE" logits -m "$TPV" --ids 1 --out "$TMP/x" --tp 2 --tp-plan "$TMP/bad-tp.json"; }
+run "tp/err-unknown-strategy" tpv_plan "unknown strategy 'diagonal'" '{"model.layers.*.mlp.up_proj": "diagonal"}'
+run "tp/err-pattern-matches-nothing" tpv_plan "pattern \"model.layers.*.mlp.fc1\" matches no module" '{"model.layers.*.mlp.fc1": "colwise"}'
+run "tp/err-strategy-does-not-fit" tpv_plan "model.layers.0.input_layernorm cannot be rowwise" '{"model.layers.*.input_layernorm": "rowwise"}'
+run "tp/err-packed-on-unfused" tpv_plan "not a fused (packed) tensor" '{"model.layers.*.mlp.up_proj": "packed_colwise"}'
+run "tp/err-inconsistent-block" tpv_plan "is not supported" '{"model.layers.*.self_attn.q_proj": "colwise"}'
+tp_inter() {
+    "$CLEAVE" synth --arch llama --hidden 32 --layers 1 --heads 4 --kv-heads 4 --intermediate 50 --vocab 64 --out "$TMP/tpi" >/dev/null 2>&1
+    expect_fail "intermediate_size 50 is not divisible by --tp 4" "$CLEAVE" logits -m "$TMP/tpi" --ids 1 --out "$TMP/x" --tp 4
+}
+run "tp/err-intermediate-not-divisible" tp_inter
+tp_vocab() {
+    "$CLEAVE" synth --arch llama --hidden 32 --layers 1 --heads 4 --kv-heads 4 --intermediate 48 --vocab 65 --out "$TMP/tpvv" >/dev/null 2>&1
+    expect_fail "lm_head: vocab_size 65 is not divisible by --tp 2" "$CLEAVE" logits -m "$TMP/tpvv" --ids 1 --out "$TMP/x" --tp 2
+}
+run "tp/err-vocab-not-divisible" tp_vocab
+run "tp/err-kv-heads-not-divisible" expect_fail "num_key_value_heads 3 is not divisible by --tp 2" "$CLEAVE" logits -m "$TPV" --ids 1 --out "$TMP/x" --tp 2

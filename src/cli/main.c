@@ -5,11 +5,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "../backend/backend.h"
+#include "../comm/comm.h"
 #include "../model/synth.h"
 #include "../runtime/runtime.h"
 #include "../util/util.h"
@@ -24,6 +30,10 @@
     "                         KiB/MiB/GiB = 2^10..); unset devices: their free memory\n"            \
     "  --ctx N                KV cache tokens to budget and allocate\n"                             \
     "  --no-prefetch          read disk-tier weights synchronously (to measure prefetching)\n"      \
+    "  --tp N                 tensor parallelism over N ranks (one process each; started here\n"    \
+    "                         unless launched by cleave launch, torchrun or mpirun)\n"             \
+    "  --tp-plan auto|FILE    auto (q/k/v, gate, up colwise; o, down rowwise; lm_head vocab-split)\n" \
+    "                         or a JSON object of module patterns ('*' = layer index) -> strategy\n" \
     "  cpu:N is a NUMA node, or a physical core on a one-node machine; disk-tier layers are\n"     \
     "  streamed into RAM and run on the first compute device.\n"
 
@@ -37,6 +47,7 @@ static const char *k_usage =
     "  logits     write the logits of every prompt position to a file\n"
     "  info       print the normalised config and the tensor inventory\n"
     "  plan       show where a device map puts every layer, bytes per device, predicted speed\n"
+    "  launch     start one process per rank (torchrun-style) for tensor parallelism\n"
     "  synth      write a random-weight checkpoint in transformers' layout\n"
     "  bench      prompt-processing and decode speed (pp / tg, achieved GB/s)\n";
 
@@ -85,6 +96,16 @@ static const char *k_plan_help =
     "                       halved until the cache pushes no weights to a slower tier)\n"
     "\n" PLACEMENT_HELP;
 
+static const char *k_launch_help =
+    "usage: cleave launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P]\n"
+    "                     -- COMMAND [ARGS...]\n"
+    "\n"
+    "Starts N processes of COMMAND on this host, as torchrun does, each with RANK,\n"
+    "WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set\n"
+    "(ranks R*N .. R*N+N-1 of N*M). If one rank fails, the others are stopped and\n"
+    "its exit status is returned. Ranks on one host talk through shared memory;\n"
+    "ranks on several hosts need MPI (start those with mpirun).\n";
+
 static const char *k_synth_help =
     "usage: cleave synth --arch llama|mistral|qwen2|qwen3 --hidden H --layers L --heads N\n"
     "                    --kv-heads K --intermediate I --vocab V --dtype f32|bf16|f16\n"
@@ -98,6 +119,7 @@ static const char *k_synth_help =
 
 static const char *k_bench_help =
     "usage: cleave bench -m DIR [-p 512] [-n 128] [-t THREADS] [-r REPS] [--json] [placement]\n"
+    "       cleave bench --comm [--tp N]   all-reduce latency against message size (default N = 2)\n"
     "\n"
     "pp: prompt processing of P random tokens in one pass (tokens/s).\n"
     "tg: N decoded tokens after it (tokens/s), with the weight bytes read per token\n"
@@ -158,8 +180,93 @@ static void help_if_asked(args *a) {
 
 /* ---- shared: placement flags and loading ---------------------------------------- */
 
+/* ---- ranks: tensor parallelism, one process per rank ------------------------------- */
+
+static int g_tp = 0;                 /* --tp N; 0: not given */
+static const char *g_tp_plan_path;   /* --tp-plan FILE */
+static char *g_tp_plan_text;
+static clv_comm *g_comm;
+static pid_t g_children[256];
+static int g_n_children;
+
+static int rank0(void) { return !g_comm || g_comm->rank == 0; }
+
+/* Join (or start) the job this process is a rank of, and attach it to lo. */
+static void start_ranks(args *a, clv_load_opts *lo) {
+    clv_status st = {0};
+    clv_rankinfo ri;
+    if (clv_rankinfo_from_env(&ri, &st)) die_st(&st);
+    if (ri.world == 1 && g_tp > 1) {
+        /* `--tp N` on its own: this process is rank 0 and starts the others */
+        ri.world = ri.local_world = g_tp;
+        ri.master_port = 20000 + (int)(getpid() % 40000);
+        snprintf(ri.master_addr, sizeof ri.master_addr, "127.0.0.1");
+        pid_t parent = getpid();
+        for (int r = 1; r < g_tp; r++) {
+            pid_t p = fork();
+            if (p < 0) die("cannot start rank %d: %s", r, strerror(errno));
+            if (p == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive rank 0 */
+                if (getppid() != parent) _exit(1);
+                char v[32];
+                snprintf(v, sizeof v, "%d", r), setenv("RANK", v, 1), setenv("LOCAL_RANK", v, 1);
+                snprintf(v, sizeof v, "%d", g_tp), setenv("WORLD_SIZE", v, 1), setenv("LOCAL_WORLD_SIZE", v, 1);
+                snprintf(v, sizeof v, "%d", ri.master_port), setenv("MASTER_PORT", v, 1);
+                setenv("MASTER_ADDR", ri.master_addr, 1);
+                execv("/proc/self/exe", a->argv);
+                _exit(127);
+            }
+            g_children[g_n_children++] = p;
+        }
+    } else if (ri.world > 1 && g_tp > 1 && g_tp != ri.world) {
+        die("--tp %d does not match the job's WORLD_SIZE %d", g_tp, ri.world);
+    }
+    if (ri.world == 1) return;
+    const char *to = getenv("CLV_COMM_TIMEOUT");
+    double timeout = 60;
+    if (to && !clv_parse_f64(to, &timeout)) die("CLV_COMM_TIMEOUT=%s is not a number of seconds", to);
+    if (clv_comm_open(&g_comm, &ri, timeout, &st)) die_st(&st);
+    clv_log_set_rank(g_comm->rank);
+    /* each local rank gets its share of the cores */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int per = ncpu / ri.local_world > 0 ? (int)(ncpu / ri.local_world) : 1;
+    if (lo->n_threads == 0) lo->n_threads = per;
+    if (ncpu >= ri.local_world) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (int i = 0; i < per; i++) CPU_SET(ri.local_rank * per + i, &set);
+        sched_setaffinity(0, sizeof set, &set);
+    }
+    lo->comm = g_comm;
+    if (g_tp_plan_path) {
+        size_t len;
+        if (clv_read_file(g_tp_plan_path, &g_tp_plan_text, &len, &st)) die_st(&st);
+        lo->tp_plan = g_tp_plan_text;
+        lo->tp_plan_path = g_tp_plan_path;
+    }
+}
+
+/* Rank 0 waits for the ranks it started: a failed rank fails the job. */
+static int finish_ranks(int rc) {
+    for (int i = 0; i < g_n_children; i++) {
+        int status;
+        if (waitpid(g_children[i], &status, 0) == g_children[i] && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+            fprintf(stderr, "cleave: error: rank %d %s\n", i + 1, WIFSIGNALED(status) ? "was killed" : "failed");
+            rc = rc ? rc : 1;
+        }
+    }
+    clv_comm_close(g_comm);
+    g_comm = NULL;
+    free(g_tp_plan_text);
+    return rc;
+}
+
 static bool placement_flag(args *a, clv_load_opts *lo) {
-    if (flag(a, "--device-map", NULL)) lo->device_map = value(a);
+    if (flag(a, "--tp", NULL)) g_tp = (int)int_value(a, 1, 4096);
+    else if (flag(a, "--tp-plan", NULL)) {
+        const char *v = value(a);
+        g_tp_plan_path = strcmp(v, "auto") == 0 ? NULL : v;
+    } else if (flag(a, "--device-map", NULL)) lo->device_map = value(a);
     else if (flag(a, "--max-memory", NULL)) lo->max_memory = value(a);
     else if (flag(a, "--ctx", NULL)) lo->ctx = (int)int_value(a, 1, INT32_MAX);
     else if (flag(a, "--no-prefetch", NULL)) lo->no_prefetch = true;
@@ -170,6 +277,19 @@ static bool placement_flag(args *a, clv_load_opts *lo) {
 
 static clv_model *load_model(const char *dir, const clv_load_opts *lo) {
     if (!dir) die("-m DIR is required");
+    if (g_tp_plan_path && !lo->comm) {
+        /* validate a manual plan even without ranks: a typo is an error, never ignored */
+        clv_status st0 = {0};
+        char *text;
+        size_t len;
+        clv_config c0;
+        clv_gen_config g0;
+        clv_tp_plan tp0;
+        if (clv_read_file(g_tp_plan_path, &text, &len, &st0) || clv_config_load(&c0, &g0, dir, &st0) ||
+            clv_tp_plan_make(&tp0, &c0, 1, 0, text, g_tp_plan_path, &st0))
+            die_st(&st0);
+        free(text);
+    }
     clv_status st = {0};
     clv_model *m;
     if (clv_model_load(&m, dir, lo, &st)) die_st(&st);
@@ -239,6 +359,7 @@ static int cmd_generate(args *a) {
     if (lo.ctx == 0) lo.ctx = n_prompt + (n_new > 0 ? n_new : 1);
     if (n_prompt + n_new > lo.ctx) die("generate: prompt (%d) + -n (%d) exceeds --ctx %d", n_prompt, n_new, lo.ctx);
     int ctx = lo.ctx;
+    start_ranks(a, &lo);
     clv_model *m = load_model(dir, &lo);
     ids_check(m, prompt, n_prompt);
     const clv_gen_config *g = &m->gen;
@@ -266,10 +387,12 @@ static int cmd_generate(args *a) {
     if (clv_session_eval(s, prompt, n_prompt, logits, 0, &st)) die_st(&st);
     double t1 = clv_now(), t_first = t1;
     while (n_gen < n_new) {
-        int tok = clv_sampler_next(&smp, logits, hist, n_hist);
+        /* sampled once, on rank 0, and sent to every rank: all ranks see the same tokens */
+        int32_t tok = rank0() ? clv_sampler_next(&smp, logits, hist, n_hist) : 0;
+        if (g_comm && g_comm->ops->broadcast(g_comm, &tok, sizeof tok, 0, &st)) die_st(&st);
         hist[n_hist++] = tok;
         n_gen++;
-        if (!json) {
+        if (!json && rank0()) {
             printf("%s%d", n_gen > 1 ? " " : "", tok);
             fflush(stdout);
         }
@@ -278,11 +401,11 @@ static int cmd_generate(args *a) {
         if (clv_session_eval(s, &hist[n_hist - 1], 1, logits, 0, &st)) die_st(&st);
     }
     double t2 = clv_now();
-    if (!json && n_gen) printf("\n");
+    if (!json && n_gen && rank0()) printf("\n");
     double pp = n_prompt / (t1 - t0), tg = n_gen > 1 ? (n_gen - 1) / (t2 - t_first) : 0.0;
     clv_info("prompt %d tokens: %.2f tok/s | generated %d tokens: %.2f tok/s | %s | %s\n", n_prompt, pp, n_gen, tg,
              clv_cpu_isa(), be_desc(m));
-    if (json) {
+    if (json && rank0()) {
         cJSON *o = cJSON_CreateObject();
         cJSON *ids = cJSON_AddArrayToObject(o, "ids");
         for (int i = 0; i < n_gen; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(hist[n_prompt + i]));
@@ -296,6 +419,8 @@ static int cmd_generate(args *a) {
         getrusage(RUSAGE_SELF, &ru);
         cJSON_AddNumberToObject(o, "max_rss_bytes", (double)ru.ru_maxrss * 1024.0);
         cJSON_AddNumberToObject(o, "disk_bytes_read", m->streamer ? (double)clv_streamer_bytes_read(m->streamer) : 0.0);
+        cJSON_AddNumberToObject(o, "tp", m->tp.size);
+        cJSON_AddNumberToObject(o, "rank_weight_bytes", (double)m->rank_bytes);
         char *txt = cJSON_PrintUnformatted(o);
         printf("%s\n", txt);
         free(txt);
@@ -307,7 +432,7 @@ static int cmd_generate(args *a) {
     clv_sampler_free(&smp);
     clv_session_free(s);
     clv_model_free(m);
-    return 0;
+    return finish_ranks(0);
 }
 
 /* ---- logits ---------------------------------------------------------------------- */
@@ -331,6 +456,7 @@ static int cmd_logits(args *a) {
     int n;
     if (clv_parse_ids(ids_s, &ids, &n, &st)) die_st(&st);
     if (lo.ctx == 0) lo.ctx = n;
+    start_ranks(a, &lo);
     clv_model *m = load_model(dir, &lo);
     ids_check(m, ids, n);
     clv_session *s;
@@ -344,13 +470,13 @@ static int cmd_logits(args *a) {
     } else if (clv_session_eval(s, ids, n, lg, 1, &st)) {
         die_st(&st);
     }
-    if (clv_write_file(out, lg, sizeof(float) * count, &st)) die_st(&st);
+    if (rank0() && clv_write_file(out, lg, sizeof(float) * count, &st)) die_st(&st);
     clv_info("wrote %d x %d logits to %s\n", n, m->cfg.vocab, out);
     free(lg);
     free(ids);
     clv_session_free(s);
     clv_model_free(m);
-    return 0;
+    return finish_ranks(0);
 }
 
 /* ---- info ------------------------------------------------------------------------ */
@@ -446,6 +572,38 @@ static int cmd_plan(args *a) {
     return 0;
 }
 
+/* ---- launch ------------------------------------------------------------------------ */
+
+static int cmd_launch(args *a) {
+    int nproc = 0, nnodes = 1, node_rank = 0, port = 29500;
+    const char *addr = "127.0.0.1";
+    for (a->i = 2; a->i < a->argc; a->i++) {
+        help_if_asked(a);
+        if (flag(a, "--", NULL)) break;
+        if (flag(a, "--nproc-per-node", "--nproc_per_node")) nproc = (int)int_value(a, 1, 1024);
+        else if (flag(a, "--nnodes", NULL)) nnodes = (int)int_value(a, 1, 1 << 16);
+        else if (flag(a, "--node-rank", "--node_rank")) node_rank = (int)int_value(a, 0, 1 << 16);
+        else if (flag(a, "--master-addr", "--master_addr")) addr = value(a);
+        else if (flag(a, "--master-port", "--master_port")) port = (int)int_value(a, 1, 65535);
+        else unknown(a);
+    }
+    if (nproc < 1) die("launch: --nproc-per-node N is required");
+    if (a->i + 1 >= a->argc) die("launch: give the command after --, e.g. cleave launch --nproc-per-node 2 -- cleave generate ...");
+    if (node_rank >= nnodes) die("launch: --node-rank %d must be below --nnodes %d", node_rank, nnodes);
+    char **cmd = a->argv + a->i + 1;
+    /* `cleave` as the command means this very binary */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0 && strcmp(cmd[0], "cleave") == 0) {
+        self[n] = 0;
+        cmd[0] = self;
+    }
+    clv_status st = {0};
+    int rc = clv_launch(cmd, nproc, nnodes, node_rank, addr, port, &st);
+    if (rc < 0) die_st(&st);
+    return rc;
+}
+
 /* ---- synth ------------------------------------------------------------------------ */
 
 static int cmd_synth(args *a) {
@@ -505,7 +663,44 @@ static int cmd_synth(args *a) {
 
 /* ---- bench ------------------------------------------------------------------------ */
 
+/* All-reduce latency of this job's communicator for message sizes 1 KiB .. 16 MiB. */
+static int bench_comm(args *a) {
+    clv_load_opts lo = {0};
+    if (g_tp < 2) g_tp = 2;
+    start_ranks(a, &lo);
+    if (!g_comm) die("bench --comm needs at least 2 ranks");
+    clv_status st = {0};
+    size_t max_n = (16u << 20) / sizeof(float);
+    float *buf = malloc(max_n * sizeof(float));
+    if (!buf) die("out of memory");
+    if (rank0()) printf("all-reduce (sum, f32) over %d ranks, %s communicator\n%10s %12s %12s\n", g_comm->world,
+                        g_comm->ops->name, "bytes", "latency us", "GB/s");
+    for (size_t bytes = 1024; bytes <= (16u << 20); bytes *= 4) {
+        size_t n = bytes / sizeof(float);
+        for (size_t i = 0; i < n; i++) buf[i] = 1.0f;
+        int iters = bytes <= 65536 ? 2000 : bytes <= (1u << 20) ? 200 : 20;
+        if (g_comm->ops->barrier(g_comm, &st)) die_st(&st);
+        double t0 = clv_now();
+        for (int it = 0; it < iters; it++)
+            if (g_comm->ops->allreduce_sum(g_comm, buf, n, &st)) die_st(&st);
+        double us = (clv_now() - t0) / iters * 1e6;
+        if (rank0()) printf("%10zu %12.2f %12.2f\n", bytes, us, (double)bytes / us / 1e3);
+    }
+    free(buf);
+    return finish_ranks(0);
+}
+
 static int cmd_bench(args *a) {
+    for (int i = 2; i < a->argc; i++)
+        if (strcmp(a->argv[i], "--comm") == 0) {
+            for (a->i = 2; a->i < a->argc; a->i++) {
+                help_if_asked(a);
+                if (flag(a, "--comm", NULL)) continue;
+                if (flag(a, "--tp", NULL)) g_tp = (int)int_value(a, 1, 4096);
+                else unknown(a);
+            }
+            return bench_comm(a);
+        }
     const char *dir = NULL;
     int pp = 512, tg = 128, reps = 3;
     bool json = false;
@@ -520,6 +715,7 @@ static int cmd_bench(args *a) {
         else if (!placement_flag(a, &lo)) unknown(a);
     }
     if (lo.ctx == 0) lo.ctx = pp + tg;
+    start_ranks(a, &lo);
     clv_model *m = load_model(dir, &lo);
     clv_status st = {0};
     clv_session *s;
@@ -544,6 +740,13 @@ static int cmd_bench(args *a) {
         if (tg / (t2 - t1) > best_tg) best_tg = tg / (t2 - t1);
     }
     double gbs = best_tg * (double)m->decode_bytes / 1e9;
+    if (!rank0()) {
+        free(ids);
+        free(logits);
+        clv_session_free(s);
+        clv_model_free(m);
+        return finish_ranks(0);
+    }
     if (json) {
         printf("{\"pp\":%d,\"tg\":%d,\"devices\":\"%s\",\"isa\":\"%s\",\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
                "\"decode_bytes_per_token\":%llu,\"decode_gb_s\":%.3f,\"disk_bytes_read\":%llu}\n",
@@ -560,7 +763,7 @@ static int cmd_bench(args *a) {
     free(logits);
     clv_session_free(s);
     clv_model_free(m);
-    return 0;
+    return finish_ranks(0);
 }
 
 int main(int argc, char **argv) {
@@ -575,7 +778,7 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(args *); const char **help; } cmds[] = {
         {"generate", cmd_generate, &k_generate_help}, {"logits", cmd_logits, &k_logits_help},
         {"info", cmd_info, &k_info_help},             {"synth", cmd_synth, &k_synth_help},
-        {"plan", cmd_plan, &k_plan_help},
+        {"plan", cmd_plan, &k_plan_help},             {"launch", cmd_launch, &k_launch_help},
         {"bench", cmd_bench, &k_bench_help},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

@@ -1,6 +1,7 @@
 /* Loading: config -> plan -> bind tensors in place -> backends. */
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../util/util.h"
 #include "runtime.h"
@@ -329,6 +330,86 @@ void clv_model_head_done(clv_model *m) {
     if (m->head_unit >= 0) clv_streamer_release(m->streamer, m->head_unit);
 }
 
+/* ---- tensor parallelism: keep only this rank's slice of every split tensor ---- */
+
+static const clv_st_tensor *layer_tensor(const clv_model *m, int l, const char *what) {
+    char name[128];
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, what);
+    return clv_st_find(&m->st, name);
+}
+
+/* Rows [r0, r0+n) of a matrix: contiguous, so used in place from the mmap
+ * (only those pages are ever touched). */
+static void keep_rows(clv_mat *w, int r0, int n) {
+    w->data = (const uint8_t *)w->data + (size_t)r0 * w->cols * clv_dtype_size(w->dt);
+    w->rows = n;
+}
+
+/* Columns [c0, c0+n): strided, so read row by row with pread into a buffer
+ * this rank owns (reading through the mmap would touch every page). */
+static int keep_cols(clv_model *m, clv_mat *w, const clv_st_tensor *t, int c0, int n, clv_status *st) {
+    size_t es = clv_dtype_size(w->dt), row_bytes = (size_t)n * es;
+    uint8_t *buf = clv_alloc((size_t)w->rows * row_bytes);
+    void **o = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
+    if (!buf || !o) {
+        clv_free(buf);
+        return clv_fail(st, CLV_ENOMEM, "out of memory for a slice of %s", t->name);
+    }
+    m->owned = o;
+    m->owned[m->n_owned++] = buf;
+    const clv_st_file *f = &m->st.files[t->file];
+    for (int r = 0; r < w->rows; r++) {
+        off_t off = (off_t)(t->begin + ((uint64_t)r * (uint64_t)w->cols + (uint64_t)c0) * es);
+        if (pread(f->fd, buf + (size_t)r * row_bytes, row_bytes, off) != (ssize_t)row_bytes)
+            return clv_fail(st, CLV_EIO, "%s: cannot read row %d of %s", f->path, r, t->name);
+    }
+    w->data = buf;
+    w->cols = n;
+    return 0;
+}
+
+static int tp_slice(clv_model *m, clv_status *st) {
+    const clv_tp_plan *tp = &m->tp;
+    const clv_config *c = &m->cfg;
+    const int hd = c->head_dim;
+    int rc;
+    for (int l = 0; l < c->n_layers; l++) {
+        clv_layer_w *L = &m->layers[l];
+        if (tp->attn_sharded[l]) {
+            keep_rows(&L->q, tp->head0 * hd, tp->heads * hd);
+            keep_rows(&L->k, tp->kv_head0 * hd, tp->kv_heads * hd);
+            keep_rows(&L->v, tp->kv_head0 * hd, tp->kv_heads * hd);
+            if (L->q_bias) L->q_bias += tp->head0 * hd;
+            if (L->k_bias) L->k_bias += tp->kv_head0 * hd;
+            if (L->v_bias) L->v_bias += tp->kv_head0 * hd;
+            if ((rc = keep_cols(m, &L->o, layer_tensor(m, l, "self_attn.o_proj.weight"), tp->head0 * hd, tp->heads * hd, st)))
+                return rc;
+            if (tp->rank != 0) L->o_bias = NULL; /* partial sums are all-reduced: add the bias once */
+        }
+        if (tp->mlp_sharded[l]) {
+            keep_rows(&L->gate, tp->inter0, tp->inter);
+            keep_rows(&L->up, tp->inter0, tp->inter);
+            if (L->gate_bias) L->gate_bias += tp->inter0;
+            if (L->up_bias) L->up_bias += tp->inter0;
+            if ((rc = keep_cols(m, &L->down, layer_tensor(m, l, "mlp.down_proj.weight"), tp->inter0, tp->inter, st))) return rc;
+            if (tp->rank != 0) L->down_bias = NULL;
+        }
+    }
+    if (tp->head_sharded) keep_rows(&m->lm_head, tp->vocab0, tp->vocab);
+    if (tp->embed_sharded) keep_rows(&m->embed, tp->vocab0, tp->vocab);
+    /* what this rank holds */
+    uint64_t b = 0;
+#define MB(w) ((uint64_t)(w).rows * (uint64_t)(w).cols * clv_dtype_size((w).dt))
+    for (int l = 0; l < c->n_layers; l++) {
+        const clv_layer_w *L = &m->layers[l];
+        b += MB(L->q) + MB(L->k) + MB(L->v) + MB(L->o) + MB(L->gate) + MB(L->up) + MB(L->down);
+    }
+    b += MB(m->embed) + (m->lm_head.data != m->embed.data || tp->head_sharded != tp->embed_sharded ? MB(m->lm_head) : 0);
+#undef MB
+    m->rank_bytes = b;
+    return 0;
+}
+
 int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, clv_status *st) {
     *out = NULL;
     clv_model *m = calloc(1, sizeof *m);
@@ -343,8 +424,26 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
     }
     if ((rc = clv_topology_detect(&m->topo, st))) goto fail;
     if ((rc = clv_st_open_dir(&m->st, dir, st))) goto fail;
+    /* the tp plan is validated before any weight byte is read */
+    m->comm = opts ? opts->comm : NULL;
+    if ((rc = clv_tp_plan_make(&m->tp, &m->cfg, m->comm ? m->comm->world : 1, m->comm ? m->comm->rank : 0,
+                               opts ? opts->tp_plan : NULL, opts && opts->tp_plan_path ? opts->tp_plan_path : "--tp-plan", st)))
+        goto fail;
     if ((rc = clv_model_bind(m, st))) goto fail;
     if ((rc = make_plan(m, opts, st))) goto fail;
+    if (m->tp.size > 1) {
+        for (int d = 0; d < m->plan.n_devices; d++)
+            if (m->plan.devices[d].kind == CLV_DEV_DISK && m->plan.weight_bytes[d]) {
+                rc = clv_fail(st, CLV_EUNSUPPORTED, "tensor parallelism with disk-tier weights is not supported yet");
+                goto fail;
+            }
+        if ((rc = tp_slice(m, st))) goto fail;
+        if (m->tp.kv_replicated)
+            clv_info("tensor parallel: --tp %d exceeds num_key_value_heads %d: each KV head is replicated on the %d ranks "
+                     "whose query heads use it\n", m->tp.size, m->cfg.n_kv_heads, m->tp.size / m->cfg.n_kv_heads);
+    } else {
+        m->rank_bytes = m->weight_bytes;
+    }
     if ((rc = make_units(m, opts, st))) goto fail;
     for (int d = 0; d < m->plan.n_devices; d++) {
         const clv_device *dev = &m->plan.devices[d];
@@ -376,6 +475,8 @@ void clv_model_free(clv_model *m) {
     for (int d = 0; d < CLV_MAX_DEVICES; d++)
         if (m->be[d]) m->be[d]->ops->destroy(m->be[d]);
     clv_streamer_free(m->streamer);
+    for (int i = 0; i < m->n_owned; i++) clv_free(m->owned[i]);
+    free(m->owned);
     free(m->units);
     free(m->unit_map);
     free(m->layer_unit);

@@ -8,7 +8,9 @@
 #include "../format/safetensors.h"
 #include "../model/arch.h"
 #include "../model/config.h"
+#include "../comm/comm.h"
 #include "../plan/plan.h"
+#include "../plan/tp.h"
 #include "stream.h"
 #include "cleave.h"
 
@@ -45,6 +47,12 @@ struct clv_model {
     int *layer_unit;                /* [n_layers] unit index, -1 if resident */
     int head_unit;                  /* -1 if resident */
     int prefill_chunk;
+    /* tensor parallelism */
+    clv_tp_plan tp;
+    clv_comm *comm;                 /* not owned */
+    void **owned;                   /* rank-local copies of strided (rowwise) slices */
+    int n_owned;
+    uint64_t rank_bytes;            /* weight bytes this rank holds */
 };
 
 struct clv_session {
@@ -55,7 +63,7 @@ struct clv_session {
     float **k_cache, **v_cache; /* per layer [ctx][n_kv_heads*head_dim] */
     float *rope_cos, *rope_sin; /* [ctx][head_dim/2] */
     /* activations, [max_t][...] */
-    float *x, *xb, *xb2, *q, *k, *v, *att, *g, *u, *last;
+    float *x, *xb, *xb2, *q, *k, *v, *att, *g, *u, *last, *gather;
     uint8_t *embed_row;         /* one embedding row, when the table is on disk */
 };
 

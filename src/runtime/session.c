@@ -33,12 +33,14 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
     if (!s->k_cache || !s->v_cache) goto oom;
     for (int l = 0; l < c->n_layers; l++) {
         clv_backend *be = layer_be(m, l);
-        s->k_cache[l] = be->ops->alloc(be, sizeof(float) * (size_t)ctx * kvd);
-        s->v_cache[l] = be->ops->alloc(be, sizeof(float) * (size_t)ctx * kvd);
+        size_t kvd_l = (size_t)(m->tp.attn_sharded[l] ? m->tp.kv_heads : c->n_kv_heads) * c->head_dim;
+        s->k_cache[l] = be->ops->alloc(be, sizeof(float) * (size_t)ctx * kvd_l);
+        s->v_cache[l] = be->ops->alloc(be, sizeof(float) * (size_t)ctx * kvd_l);
         if (!s->k_cache[l] || !s->v_cache[l]) goto oom;
     }
-    float **bufs[] = {&s->x, &s->xb, &s->xb2, &s->q, &s->k, &s->v, &s->att, &s->g, &s->u, &s->last};
-    size_t sizes[] = {T * H, T * H, T * H, T * qd, T * kvd, T * kvd, T * qd, T * I, T * I, (size_t)c->vocab};
+    float **bufs[] = {&s->x, &s->xb, &s->xb2, &s->q, &s->k, &s->v, &s->att, &s->g, &s->u, &s->last, &s->gather};
+    size_t sizes[] = {T * H, T * H, T * H, T * qd, T * kvd, T * kvd, T * qd, T * I, T * I, (size_t)c->vocab,
+                      m->tp.head_sharded ? T * (size_t)c->vocab : 1};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         if (!(*bufs[i] = be0->ops->alloc(be0, sizeof(float) * sizes[i]))) goto oom;
     if (m->plan.devices[m->plan.embed_dev].kind == CLV_DEV_DISK &&
@@ -78,7 +80,7 @@ void clv_session_free(clv_session *s) {
     free(s->k_cache);
     free(s->v_cache);
     clv_backend *be0 = exec_be(m, m->plan.embed_dev);
-    float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att, s->g, s->u, s->last};
+    float *bufs[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->att, s->g, s->u, s->last, s->gather};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be0->ops->free(be0, bufs[i]);
     clv_free(s->rope_cos);
     clv_free(s->rope_sin);
@@ -88,14 +90,20 @@ void clv_session_free(clv_session *s) {
 
 void clv_session_reset(clv_session *s) { s->pos = 0; }
 
-/* One layer over T tokens at positions s->pos .. s->pos+T-1; x is updated in place. */
-static void layer_forward(clv_session *s, int l, const clv_layer_w *L, int T) {
+/* One layer over T tokens at positions s->pos .. s->pos+T-1; x is updated in
+ * place. With tensor parallelism a split block computes this rank's heads (or
+ * intermediate features) and all-reduces the partial output projection. */
+static int layer_forward(clv_session *s, int l, const clv_layer_w *L, int T, clv_status *st) {
     const clv_model *m = s->m;
     const clv_config *c = &m->cfg;
     clv_backend *be = layer_be(m, l);
     const clv_backend_ops *op = be->ops;
-    const int H = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
+    const bool split_attn = m->tp.attn_sharded[l], split_mlp = m->tp.mlp_sharded[l];
+    const int H = c->hidden, hd = c->head_dim;
+    const int nh = split_attn ? m->tp.heads : c->n_heads, nkv = split_attn ? m->tp.kv_heads : c->n_kv_heads;
+    const int I = split_mlp ? m->tp.inter : c->intermediate;
     const size_t kvd = (size_t)nkv * hd;
+    int rc;
 
     /* attention block */
     op->rmsnorm(be, s->xb, s->x, L->attn_norm, T, H, c->rms_eps);      /* (T, H) */
@@ -114,16 +122,52 @@ static void layer_forward(clv_session *s, int l, const clv_layer_w *L, int T) {
                        .window = c->layer_sliding[l] ? c->sliding_window : 0,
                        .scale = 1.0f / sqrtf((float)hd), .kv_stride = (int)kvd};
     op->attention(be, s->att, s->q, s->k_cache[l], s->v_cache[l], &a);  /* (T, nh*hd) */
-    op->matmul(be, s->xb2, s->att, &L->o, L->o_bias, T);                /* (T, H) */
+    op->matmul(be, s->xb2, s->att, &L->o, L->o_bias, T);                /* (T, H), partial when split */
+    if (split_attn && (rc = m->comm->ops->allreduce_sum(m->comm, s->xb2, (size_t)T * H, st))) return rc;
     op->add(be, s->x, s->xb2, (size_t)T * H);
 
     /* MLP block: down(silu(gate(x)) * up(x)) */
     op->rmsnorm(be, s->xb, s->x, L->ffn_norm, T, H, c->rms_eps);
     op->matmul(be, s->g, s->xb, &L->gate, L->gate_bias, T);            /* (T, I) */
     op->matmul(be, s->u, s->xb, &L->up, L->up_bias, T);                /* (T, I) */
-    op->silu_mul(be, s->g, s->u, (size_t)T * c->intermediate);
-    op->matmul(be, s->xb2, s->g, &L->down, L->down_bias, T);           /* (T, H) */
+    op->silu_mul(be, s->g, s->u, (size_t)T * I);
+    op->matmul(be, s->xb2, s->g, &L->down, L->down_bias, T);           /* (T, H), partial when split */
+    if (split_mlp && (rc = m->comm->ops->allreduce_sum(m->comm, s->xb2, (size_t)T * H, st))) return rc;
     op->add(be, s->x, s->xb2, (size_t)T * H);
+    return 0;
+}
+
+/* Vocab-parallel embedding: rows this rank holds, zeros elsewhere, summed. */
+static int embed_split(clv_session *s, const int32_t *ids, int T, clv_status *st) {
+    const clv_model *m = s->m;
+    const int H = m->cfg.hidden;
+    clv_backend *be = exec_be(m, m->plan.embed_dev);
+    for (int t = 0; t < T; t++) {
+        int32_t local = ids[t] - m->tp.vocab0;
+        if (local >= 0 && local < m->tp.vocab) be->ops->embed(be, s->x + (size_t)t * H, &m->embed, &local, 1);
+        else memset(s->x + (size_t)t * H, 0, sizeof(float) * (size_t)H);
+    }
+    return m->comm->ops->allreduce_sum(m->comm, s->x, (size_t)T * H, st);
+}
+
+/* lm_head over T rows of xb into out[T][V]; with a vocab-split head each rank
+ * computes its columns and the logits are all-gathered. */
+static int head_forward(clv_session *s, const clv_mat *head, int T, float *out, clv_status *st) {
+    const clv_model *m = s->m;
+    clv_backend *be = exec_be(m, m->plan.head_dev);
+    if (!m->tp.head_sharded) {
+        be->ops->matmul(be, out, s->xb, head, NULL, T);
+        return 0;
+    }
+    const int V = m->cfg.vocab, Vl = m->tp.vocab, N = m->tp.size;
+    be->ops->matmul(be, out, s->xb, head, NULL, T); /* (T, V/N), staged in out's first T*V/N floats */
+    int rc = m->comm->ops->allgather(m->comm, out, s->gather, (size_t)T * Vl, st);
+    if (rc) return rc;
+    /* gather is [rank][T][V/N]: interleave into [T][V] */
+    for (int r = 0; r < N; r++)
+        for (int t = 0; t < T; t++)
+            memcpy(out + (size_t)t * V + (size_t)r * Vl, s->gather + ((size_t)r * T + t) * Vl, sizeof(float) * (size_t)Vl);
+    return 0;
 }
 
 static int embed_from_disk(clv_session *s, int id, float *out, clv_status *st) {
@@ -161,6 +205,8 @@ int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, i
             /* embedding table on disk: read just the rows these tokens need */
             for (int t = 0; t < T; t++)
                 if ((rc = embed_from_disk(s, ids[done + t], s->x + (size_t)t * H, st))) return rc;
+        } else if (m->tp.embed_sharded) {
+            if ((rc = embed_split(s, ids + done, T, st))) return rc;
         } else {
             be->ops->embed(be, s->x, &m->embed, ids + done, T);
         }
@@ -170,8 +216,9 @@ int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, i
             clv_layer_w tmp;
             const clv_layer_w *L;
             if ((rc = clv_model_layer_acquire(m, l, &tmp, &L, st))) return rc;
-            layer_forward(s, l, L, T);
+            rc = layer_forward(s, l, L, T, st);
             clv_model_layer_done(m, l);
+            if (rc) return rc;
         }
         s->pos += T;
         done += T;
@@ -182,12 +229,13 @@ int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, i
         if ((rc = clv_model_head_acquire(m, &head, st))) return rc;
         if (all_logits) {
             be->ops->rmsnorm(be, s->xb, s->x, m->norm, T, H, c->rms_eps);
-            be->ops->matmul(be, logits + (size_t)(done - T) * V, s->xb, &head, NULL, T);
+            rc = head_forward(s, &head, T, logits + (size_t)(done - T) * V, st);
         } else {
             be->ops->rmsnorm(be, s->xb, s->x + (size_t)(T - 1) * H, m->norm, 1, H, c->rms_eps);
-            be->ops->matmul(be, logits, s->xb, &head, NULL, 1);
+            rc = head_forward(s, &head, 1, logits, st);
         }
         clv_model_head_done(m);
+        if (rc) return rc;
     }
     return 0;
 }

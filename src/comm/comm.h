@@ -1,0 +1,64 @@
+/* comm — communicators between the ranks of one job, behind one vtable:
+ * single process (no-op), shared memory between the processes of one host,
+ * MPI across hosts (NCCL for GPUs joins here later). Every collective has a
+ * timeout: a rank that died or stalls becomes an error naming it on every
+ * other rank, never a hang. Knows nothing about models. */
+#ifndef CLV_COMM_H
+#define CLV_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cleave.h"
+
+typedef struct clv_comm clv_comm;
+
+typedef struct clv_comm_ops {
+    const char *name;
+    /* buf[0..n) = sum over ranks of buf[0..n), on every rank */
+    int (*allreduce_sum)(clv_comm *c, float *buf, size_t n, clv_status *st);
+    /* out[r*n .. (r+1)*n) = rank r's in[0..n), on every rank */
+    int (*allgather)(clv_comm *c, const float *in, float *out, size_t n, clv_status *st);
+    /* buf[0..bytes) from `root` to every rank */
+    int (*broadcast)(clv_comm *c, void *buf, size_t bytes, int root, clv_status *st);
+    int (*barrier)(clv_comm *c, clv_status *st);
+    void (*destroy)(clv_comm *c);
+} clv_comm_ops;
+
+struct clv_comm {
+    const clv_comm_ops *ops;
+    int rank, world;
+    int local_rank, local_world;
+    double timeout_s;
+    void *impl;
+};
+
+/* Where this process sits in a job, from the environment the launchers set:
+ * cleave launch / torchrun (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+ * MASTER_ADDR, MASTER_PORT) or mpirun (OMPI_COMM_WORLD_*). */
+typedef struct clv_rankinfo {
+    int rank, world, local_rank, local_world;
+    char master_addr[128];
+    int master_port;
+    int mpi; /* started by mpirun */
+} clv_rankinfo;
+int clv_rankinfo_from_env(clv_rankinfo *ri, clv_status *st);
+
+/* The communicator for this job: single when world == 1, shared memory when
+ * every rank is on this host, MPI otherwise (or when started by mpirun). */
+int clv_comm_open(clv_comm **out, const clv_rankinfo *ri, double timeout_s, clv_status *st);
+void clv_comm_close(clv_comm *c);
+
+int clv_comm_single(clv_comm **out, clv_status *st);
+int clv_comm_shm(clv_comm **out, const clv_rankinfo *ri, double timeout_s, clv_status *st);
+int clv_comm_mpi(clv_comm **out, const clv_rankinfo *ri, double timeout_s, clv_status *st); /* CLV_EUNSUPPORTED without MPI */
+
+/* ---- launching one process per rank ---------------------------------------------- */
+
+/* Run argv as `nproc` local processes with the rank environment set (ranks
+ * node_rank*nproc + i). Waits for all; if one fails, the others are stopped.
+ * Returns the first non-zero exit status (0 when all succeed). */
+int clv_launch(char *const argv[], int nproc, int nnodes, int node_rank, const char *master_addr, int master_port,
+               clv_status *st);
+
+#endif
