@@ -28,7 +28,7 @@ NCCL_H        := $(firstword $(wildcard /usr/include/nccl.h /usr/local/cuda/incl
 MPICC         := $(shell command -v mpicc 2>/dev/null)
 ifndef CLV_QUIET_CONFIG
 $(info cleave build: cpu avx2=$(HAVE_AVX2) avx512=$(HAVE_AVX512) avx512-bf16=$(HAVE_AVX512BF) amx-bf16=$(HAVE_AMX); threads=$(NPROC) online cpus; kernels: scalar + avx2 + avx512, chosen at run time)
-$(info cleave build: nvcc=$(if $(NVCC),$(NVCC),not found) nccl=$(if $(NCCL_H),found,not found) mpi=$(if $(MPICC),$(MPICC),not found); cuda backend, nccl and mpi communicators: not in this build yet)
+$(info cleave build: nvcc=$(if $(NVCC),$(NVCC),not found) nccl=$(if $(NCCL_H),found,not found) mpi=$(if $(MPICC),$(MPICC) (MPI communicator built),not found (MPI communicator not built)); cuda backend and nccl communicator: not in this build yet)
 export CLV_QUIET_CONFIG := 1
 endif
 
@@ -57,6 +57,14 @@ deps:
 $(BUILD)/obj/%.o: %.c $(HDRS) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The MPI communicator is compiled with mpicc's flags where MPI is installed.
+ifneq ($(MPICC),)
+MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null) -DCLV_HAVE_MPI
+MPI_LIBS   := $(shell $(MPICC) --showme:link 2>/dev/null)
+LDLIBS     += $(MPI_LIBS)
+$(BUILD)/obj/src/comm/mpi.o $(BUILD)/obj/src/comm/mpi_stub.o: CFLAGS += $(MPI_CFLAGS)
+endif
 
 $(BUILD)/libcleave.a: $(OBJ_LIB)
 	@rm -f $@

@@ -427,3 +427,46 @@ tp_vocab() {
 }
 run "tp/err-vocab-not-divisible" tp_vocab
 run "tp/err-kv-heads-not-divisible" expect_fail "num_key_value_heads 3 is not divisible by --tp 2" "$CLEAVE" logits -m "$TPV" --ids 1 --out "$TMP/x" --tp 2
+
+# ---- MPI: mpirun -np N, and ranks on two "hosts" (network namespaces) -------------------
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+mpi_case() { # mpi_case NAME FLAGS N
+    local name=$1 n=$3 d=$TMP/tp-$1 V
+    command -v mpirun >/dev/null || { echo "skipped: mpirun not installed"; return 0; }
+    V=$(json_get "$d/config.json" "d['vocab_size']")
+    mpirun -np "$n" "$CLEAVE" logits -m "$d" --ids $TP_IDS --out "$TMP/mpi.f32" &&
+        python3 tests/tools/cmp_f32.py "$TMP/mpi.f32" "$d/ref.f32" --vocab "$V" $TOL --label "mpirun -np $n $name" || return 1
+    mpirun -np "$n" "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --temperature 1.3 --seed 7 --ignore-eos --json |
+        tail -n 1 >"$TMP/mpis.json" || return 1
+    python3 -c "import json,sys; a,b=(json.load(open(f))['ids'] for f in sys.argv[1:]); print('sampled', a); sys.exit(a!=b)" \
+        "$TMP/mpis.json" "$d/ref-sample.json"
+}
+run "mpi/llama-gqa/np2" mpi_case llama-gqa "" 2
+run "mpi/llama-bias-f32/np4" mpi_case llama-bias-f32 "" 4
+run "mpi/qwen2-bias-tied/np3" mpi_case qwen2-bias-tied "" 3
+
+two_hosts() { # one rank in each of two network namespaces joined by a veth pair, over MPI
+    command -v mpirun >/dev/null || { echo "skipped: mpirun not installed"; return 0; }
+    local a=clv$$a b=clv$$b d=$TMP/tp-llama-gqa
+    if ! { ip netns add $a && ip netns add $b; } 2>"$TMP/ns.err"; then
+        ip netns del $a 2>/dev/null
+        echo "skipped: cannot create network namespaces here ($(cat "$TMP/ns.err"))"
+        return 0
+    fi
+    ip link add ${a}v type veth peer name ${b}v && ip link set ${a}v netns $a && ip link set ${b}v netns $b &&
+        ip -n $a addr add 10.231.7.1/24 dev ${a}v && ip -n $b addr add 10.231.7.2/24 dev ${b}v &&
+        ip -n $a link set ${a}v up && ip -n $b link set ${b}v up && ip -n $a link set lo up && ip -n $b link set lo up
+    local ok=$?
+    if ((ok == 0)); then
+        CLV_NS_MAP="10.231.7.1=$a,10.231.7.2=$b" ip netns exec $a mpirun --host 10.231.7.1:1,10.231.7.2:1 -np 2 \
+            --mca plm_rsh_agent "$PWD/tests/tools/nsagent.sh" --mca btl self,tcp --mca btl_tcp_if_include 10.231.7.0/24 \
+            --mca oob_tcp_if_include 10.231.7.0/24 -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \
+            sh -c 'echo "rank $OMPI_COMM_WORLD_RANK: $(ip -br addr | grep -o "10.231.7.[0-9]")" >&2; exec "$0" "$@"' \
+            "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --greedy --ignore-eos --json | tail -n 1 >"$TMP/ns.json"
+        ok=$?
+    fi
+    ip netns del $a; ip netns del $b
+    ((ok == 0)) && python3 -c "import json,sys; a,b=(json.load(open(f))['ids'] for f in sys.argv[1:]); print('two hosts:', a); sys.exit(a!=b)" \
+        "$TMP/ns.json" "$d/ref-greedy.json"
+}
+run "mpi/two-hosts-netns" two_hosts
