@@ -45,6 +45,8 @@ typedef struct clv_load_opts {
     bool accelerate_compat;     /* plan weights only, exactly as Accelerate does (no KV/scratch budget) */
     /* tensor parallelism: this process is one rank of comm (NULL: no TP) */
     struct clv_comm *comm;
+    int pp;                     /* pipeline stages (TP x PP mesh): comm's ranks are pp groups of
+                                   world/pp consecutive ranks, each holding consecutive layers; 0: 1 */
     const char *tp_plan;        /* NULL: auto; else the text of a JSON tp plan */
     const char *tp_plan_path;   /* for messages */
 } clv_load_opts;

@@ -596,3 +596,21 @@ json.dump(d, open('$d/tokenizer.json','w'))"
     run "tokenize/unsupported-component" tok_unsupported
     run "tokenize/no-chat-template" expect_fail "no chat template" "$CLEAVE" tokenize -m "$TOKFX/gpt2_bytelevel" --chat hi
 fi
+
+# ---- TP x PP: stages of consecutive layers, each split over a TP group --------------------
+run "mesh/tp2xpp2" tp_case llama-bias-f32 "" 2 --pp 2
+run "mesh/tp1xpp3" tp_case llama-bias-f32 "" 1 --pp 3
+mesh_vocab_parallel() {
+    printf '{"model.embed_tokens": "embedding_rowwise", "lm_head": "colwise_gather_output", "model.layers.*.mlp.gate_proj": "colwise",
+             "model.layers.*.mlp.up_proj": "colwise", "model.layers.*.mlp.down_proj": "rowwise"}\n' >"$TMP/mesh.json"
+    tp_case qwen3-headdim "" 2 --pp 2 --tp-plan "$TMP/mesh.json"
+}
+run "mesh/tp2xpp2-vocab-parallel" mesh_vocab_parallel
+mesh_mpi() {
+    command -v mpirun >/dev/null || { echo "skipped: mpirun not installed"; return 0; }
+    local d=$TMP/tp-llama-bias-f32
+    mpirun -np 4 "$CLEAVE" logits -m "$d" --ids $TP_IDS --out "$TMP/mm.f32" --tp 2 --pp 2 &&
+        python3 tests/tools/cmp_f32.py "$TMP/mm.f32" "$d/ref.f32" --vocab 64 $TOL --label "mpirun -np 4 --tp 2 --pp 2"
+}
+run "mesh/mpi-tp2xpp2" mesh_mpi
+run "mesh/err-pp-too-deep" expect_fail "more stages than the model's 3 layers" "$CLEAVE" logits -m "$TMP/tp-llama-bias-f32" --ids 1 --out "$TMP/x" --pp 4

@@ -32,6 +32,8 @@
     "  --no-prefetch          read disk-tier weights synchronously (to measure prefetching)\n"      \
     "  --tp N                 tensor parallelism over N ranks (one process each; started here\n"    \
     "                         unless launched by cleave launch, torchrun or mpirun)\n"             \
+    "  --pp M                 with --tp N: a TP x PP mesh of N*M ranks, M stages of consecutive\n" \
+    "                         layers, each split over N ranks (e.g. TP in a host, stages across)\n" \
     "  --tp-plan auto|FILE    auto (q/k/v, gate, up colwise; o, down rowwise; lm_head vocab-split)\n" \
     "                         or a JSON object of module patterns ('*' = layer index) -> strategy\n" \
     "  cpu:N is a NUMA node, or a physical core on a one-node machine; disk-tier layers are\n"     \
@@ -183,6 +185,7 @@ static void help_if_asked(args *a) {
 /* ---- ranks: tensor parallelism, one process per rank ------------------------------- */
 
 static int g_tp = 0;                 /* --tp N; 0: not given */
+static int g_pp = 1;                 /* --pp M: pipeline stages of a TP x PP mesh */
 static const char *g_tp_plan_path;   /* --tp-plan FILE */
 static char *g_tp_plan_text;
 static clv_comm *g_comm;
@@ -196,8 +199,10 @@ static void start_ranks(args *a, clv_load_opts *lo) {
     clv_status st = {0};
     clv_rankinfo ri;
     if (clv_rankinfo_from_env(&ri, &st)) die_st(&st);
-    if (ri.world == 1 && g_tp > 1) {
-        /* `--tp N` on its own: this process is rank 0 and starts the others */
+    int want = (g_tp > 0 ? g_tp : 1) * g_pp;
+    if (ri.world == 1 && want > 1) {
+        /* `--tp N [--pp M]` on its own: this process is rank 0 and starts the others */
+        g_tp = want;
         ri.world = ri.local_world = g_tp;
         ri.master_port = 20000 + (int)(getpid() % 40000);
         snprintf(ri.master_addr, sizeof ri.master_addr, "127.0.0.1");
@@ -218,9 +223,10 @@ static void start_ranks(args *a, clv_load_opts *lo) {
             }
             g_children[g_n_children++] = p;
         }
-    } else if (ri.world > 1 && g_tp > 1 && g_tp != ri.world) {
-        die("--tp %d does not match the job's WORLD_SIZE %d", g_tp, ri.world);
+    } else if (ri.world > 1 && g_tp > 0 && g_tp * g_pp != ri.world) {
+        die("--tp %d x --pp %d does not match the job's WORLD_SIZE %d", g_tp, g_pp, ri.world);
     }
+    lo->pp = g_pp;
     if (ri.world == 1) return;
     const char *to = getenv("CLV_COMM_TIMEOUT");
     double timeout = 60;
@@ -263,6 +269,7 @@ static int finish_ranks(int rc) {
 
 static bool placement_flag(args *a, clv_load_opts *lo) {
     if (flag(a, "--tp", NULL)) g_tp = (int)int_value(a, 1, 4096);
+    else if (flag(a, "--pp", NULL)) g_pp = (int)int_value(a, 1, 4096);
     else if (flag(a, "--tp-plan", NULL)) {
         const char *v = value(a);
         g_tp_plan_path = strcmp(v, "auto") == 0 ? NULL : v;
@@ -701,7 +708,7 @@ static int bench_comm(args *a) {
         if (g_comm->ops->barrier(g_comm, &st)) die_st(&st);
         double t0 = clv_now();
         for (int it = 0; it < iters; it++)
-            if (g_comm->ops->allreduce_sum(g_comm, buf, n, &st)) die_st(&st);
+            if (g_comm->ops->allreduce_sum(g_comm, buf, n, -1, &st)) die_st(&st);
         double us = (clv_now() - t0) / iters * 1e6;
         if (rank0()) printf("%10zu %12.2f %12.2f\n", bytes, us, (double)bytes / us / 1e3);
     }

@@ -52,12 +52,12 @@ int clv_rankinfo_from_env(clv_rankinfo *ri, clv_status *st) {
 
 /* ---- single process ---------------------------------------------------------------- */
 
-static int single_allreduce(clv_comm *c, float *buf, size_t n, clv_status *st) {
-    (void)c, (void)buf, (void)n, (void)st;
+static int single_allreduce(clv_comm *c, float *buf, size_t n, int group, clv_status *st) {
+    (void)c, (void)buf, (void)n, (void)group, (void)st;
     return 0;
 }
-static int single_allgather(clv_comm *c, const float *in, float *out, size_t n, clv_status *st) {
-    (void)c, (void)st;
+static int single_allgather(clv_comm *c, const float *in, float *out, size_t n, int group, clv_status *st) {
+    (void)c, (void)st, (void)group;
     if (in != out) memmove(out, in, n * sizeof(float));
     return 0;
 }
@@ -69,16 +69,20 @@ static int single_barrier(clv_comm *c, clv_status *st) {
     (void)c, (void)st;
     return 0;
 }
+static int single_groups(clv_comm *c, int gs, clv_status *st) {
+    (void)c, (void)gs, (void)st;
+    return 0;
+}
 static void single_destroy(clv_comm *c) { free(c); }
 
 static const clv_comm_ops k_single = {"single", single_allreduce, single_allgather, single_broadcast, single_barrier,
-                                      single_destroy};
+                                      single_groups, single_destroy};
 
 int clv_comm_single(clv_comm **out, clv_status *st) {
     clv_comm *c = calloc(1, sizeof *c);
     if (!c) return clv_fail(st, CLV_ENOMEM, "out of memory");
     c->ops = &k_single;
-    c->world = c->local_world = 1;
+    c->world = c->local_world = c->group_size = 1;
     *out = c;
     return 0;
 }

@@ -13,15 +13,22 @@
 
 typedef struct clv_comm clv_comm;
 
+/* Groups: the ranks are split into consecutive blocks of `group_size` (the
+ * tensor-parallel groups of a TP x PP mesh). A collective over group g
+ * combines the ranks g*group_size .. (g+1)*group_size-1; group -1 is every
+ * rank. Every rank of the communicator makes every call, in the same order;
+ * ranks outside the group pass through with their buffers unchanged. */
 typedef struct clv_comm_ops {
     const char *name;
-    /* buf[0..n) = sum over ranks of buf[0..n), on every rank */
-    int (*allreduce_sum)(clv_comm *c, float *buf, size_t n, clv_status *st);
-    /* out[r*n .. (r+1)*n) = rank r's in[0..n), on every rank */
-    int (*allgather)(clv_comm *c, const float *in, float *out, size_t n, clv_status *st);
+    /* buf[0..n) = sum over the group's ranks of buf[0..n), on each of them */
+    int (*allreduce_sum)(clv_comm *c, float *buf, size_t n, int group, clv_status *st);
+    /* out[i*n .. (i+1)*n) = in[0..n) of the group's i-th rank, on each of them */
+    int (*allgather)(clv_comm *c, const float *in, float *out, size_t n, int group, clv_status *st);
     /* buf[0..bytes) from `root` to every rank */
     int (*broadcast)(clv_comm *c, void *buf, size_t bytes, int root, clv_status *st);
     int (*barrier)(clv_comm *c, clv_status *st);
+    /* collective: make groups of `group_size` consecutive ranks */
+    int (*set_group_size)(clv_comm *c, int group_size, clv_status *st);
     void (*destroy)(clv_comm *c);
 } clv_comm_ops;
 
@@ -29,6 +36,7 @@ struct clv_comm {
     const clv_comm_ops *ops;
     int rank, world;
     int local_rank, local_world;
+    int group_size; /* world unless set_group_size said otherwise */
     double timeout_s;
     void *impl;
 };

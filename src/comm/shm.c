@@ -129,38 +129,54 @@ static void finish(clv_comm *c) {
     atomic_store_explicit(&im->hdr->r[c->rank].done, im->seq, memory_order_release);
 }
 
-static int shm_allreduce(clv_comm *c, float *buf, size_t n, clv_status *st) {
+/* The ranks [*r0, *r1) of `group`, and whether this rank is one of them. */
+static bool group_range(const clv_comm *c, int group, int *r0, int *r1) {
+    if (group < 0) {
+        *r0 = 0, *r1 = c->world;
+        return true;
+    }
+    *r0 = group * c->group_size, *r1 = *r0 + c->group_size;
+    return c->rank >= *r0 && c->rank < *r1;
+}
+
+static int shm_allreduce(clv_comm *c, float *buf, size_t n, int group, clv_status *st) {
     shm_impl *im = c->impl;
+    int g0, g1;
+    bool member = group_range(c, group, &g0, &g1);
     size_t cap = im->hdr->slot_bytes / sizeof(float);
     for (size_t off = 0; off < n; off += cap) {
         size_t k = n - off < cap ? n - off : cap;
         int rc;
         if ((rc = begin_op(c, "all-reduce", st))) return rc;
-        memcpy(slot_of(im, c->rank, im->seq), buf + off, k * sizeof(float));
+        if (member) memcpy(slot_of(im, c->rank, im->seq), buf + off, k * sizeof(float));
         publish(c);
         if ((rc = wait_for(c, 0, im->seq, -1, "all-reduce", st))) return rc;
-        const float *s0 = (const float *)slot_of(im, 0, im->seq);
-        memcpy(buf + off, s0, k * sizeof(float));
-        for (int r = 1; r < c->world; r++) {
-            const float *sr = (const float *)slot_of(im, r, im->seq);
-            for (size_t i = 0; i < k; i++) buf[off + i] += sr[i];
+        if (member) {
+            memcpy(buf + off, slot_of(im, g0, im->seq), k * sizeof(float));
+            for (int r = g0 + 1; r < g1; r++) {
+                const float *sr = (const float *)slot_of(im, r, im->seq);
+                for (size_t i = 0; i < k; i++) buf[off + i] += sr[i];
+            }
         }
         finish(c);
     }
     return 0;
 }
 
-static int shm_allgather(clv_comm *c, const float *in, float *out, size_t n, clv_status *st) {
+static int shm_allgather(clv_comm *c, const float *in, float *out, size_t n, int group, clv_status *st) {
     shm_impl *im = c->impl;
+    int g0, g1;
+    bool member = group_range(c, group, &g0, &g1);
     size_t cap = im->hdr->slot_bytes / sizeof(float);
     for (size_t off = 0; off < n; off += cap) {
         size_t k = n - off < cap ? n - off : cap;
         int rc;
         if ((rc = begin_op(c, "all-gather", st))) return rc;
-        memcpy(slot_of(im, c->rank, im->seq), in + off, k * sizeof(float));
+        if (member) memcpy(slot_of(im, c->rank, im->seq), in + off, k * sizeof(float));
         publish(c);
         if ((rc = wait_for(c, 0, im->seq, -1, "all-gather", st))) return rc;
-        for (int r = 0; r < c->world; r++) memcpy(out + (size_t)r * n + off, slot_of(im, r, im->seq), k * sizeof(float));
+        for (int r = g0; member && r < g1; r++)
+            memcpy(out + (size_t)(r - g0) * n + off, slot_of(im, r, im->seq), k * sizeof(float));
         finish(c);
     }
     return 0;
@@ -192,6 +208,12 @@ static int shm_barrier(clv_comm *c, clv_status *st) {
     return 0;
 }
 
+static int shm_groups(clv_comm *c, int gs, clv_status *st) {
+    if (gs < 1 || c->world % gs) return clv_fail(st, CLV_EINVAL, "groups of %d do not divide %d ranks", gs, c->world);
+    c->group_size = gs;
+    return 0;
+}
+
 static void shm_destroy(clv_comm *c) {
     shm_impl *im = c->impl;
     if (im) {
@@ -201,7 +223,8 @@ static void shm_destroy(clv_comm *c) {
     free(c);
 }
 
-static const clv_comm_ops k_shm = {"shm", shm_allreduce, shm_allgather, shm_broadcast, shm_barrier, shm_destroy};
+static const clv_comm_ops k_shm = {"shm", shm_allreduce, shm_allgather, shm_broadcast, shm_barrier, shm_groups,
+                                   shm_destroy};
 
 int clv_comm_shm(clv_comm **out, const clv_rankinfo *ri, double timeout_s, clv_status *st) {
     *out = NULL;
@@ -217,6 +240,7 @@ int clv_comm_shm(clv_comm **out, const clv_rankinfo *ri, double timeout_s, clv_s
     c->impl = im;
     c->rank = ri->rank;
     c->world = ri->world;
+    c->group_size = ri->world;
     c->local_rank = ri->local_rank;
     c->local_world = ri->local_world;
     c->timeout_s = timeout_s;

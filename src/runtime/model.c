@@ -379,6 +379,7 @@ static int tp_slice(clv_model *m, clv_status *st) {
     int rc = 0;
     for (int l = 0; l < c->n_layers && rc == 0; l++) {
         clv_layer_w *L = &m->layers[l];
+        if (m->stage_of[l] != m->stage) continue; /* another stage's layer: never read */
 #define T_(what) layer_tensor(m, l, what)
         if (tp->attn_sharded[l]) {
             if ((rc = keep_slice(m, &L->q, T_("self_attn.q_proj.weight"), tp->head0 * hd, tp->heads * hd, 0, L->q.cols, st)) ||
@@ -405,10 +406,10 @@ static int tp_slice(clv_model *m, clv_status *st) {
     if (rc) return rc;
     const clv_st_tensor *head_t = clv_st_find(&m->st, "lm_head.weight");
     const clv_st_tensor *emb_t = clv_st_find(&m->st, "model.embed_tokens.weight");
-    if (tp->head_sharded &&
+    if (tp->head_sharded && m->stage == m->pp - 1 &&
         (rc = keep_slice(m, &m->lm_head, head_t ? head_t : emb_t, tp->vocab0, tp->vocab, 0, m->lm_head.cols, st)))
         return rc;
-    if (tp->embed_sharded && (rc = keep_slice(m, &m->embed, emb_t, tp->vocab0, tp->vocab, 0, m->embed.cols, st))) return rc;
+    if (tp->embed_sharded && m->stage == 0 && (rc = keep_slice(m, &m->embed, emb_t, tp->vocab0, tp->vocab, 0, m->embed.cols, st))) return rc;
     m->rank_bytes = clv_model_tp_bytes(m, tp);
     return 0;
 }
@@ -419,6 +420,7 @@ uint64_t clv_model_tp_bytes(const clv_model *m, const clv_tp_plan *tp) {
     uint64_t b = 0;
     for (int l = 0; l < c->n_layers; l++) {
         const clv_layer_w *L = &m->layers[l];
+        if (m->pp > 1 && m->stage_of[l] != m->stage) continue;
         uint64_t es = clv_dtype_size(L->q.dt);
         uint64_t nh = (uint64_t)(tp->attn_sharded[l] ? tp->heads : c->n_heads);
         uint64_t nkv = (uint64_t)(tp->attn_sharded[l] ? tp->kv_heads : c->n_kv_heads);
@@ -426,8 +428,10 @@ uint64_t clv_model_tp_bytes(const clv_model *m, const clv_tp_plan *tp) {
         b += es * (2 * nh * hd * H + 2 * nkv * hd * H + 3 * I * H);
     }
     uint64_t es = clv_dtype_size(m->embed.dt), V = (uint64_t)c->vocab;
-    b += es * H * (tp->embed_sharded ? (uint64_t)tp->vocab : V);
-    if (!c->tie_embeddings || tp->head_sharded != tp->embed_sharded) b += es * H * (tp->head_sharded ? (uint64_t)tp->vocab : V);
+    bool first = m->pp == 1 || m->stage == 0, last = m->pp == 1 || m->stage == m->pp - 1;
+    if (first) b += es * H * (tp->embed_sharded ? (uint64_t)tp->vocab : V);
+    if (last && (!c->tie_embeddings || !first || tp->head_sharded != tp->embed_sharded))
+        b += es * H * (tp->head_sharded ? (uint64_t)tp->vocab : V);
     return b;
 }
 
@@ -445,14 +449,29 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
     }
     if ((rc = clv_topology_detect(&m->topo, st))) goto fail;
     if ((rc = clv_st_open_dir(&m->st, dir, st))) goto fail;
-    /* the tp plan is validated before any weight byte is read */
+    /* the mesh: pp stages of consecutive layers, each over a tp group of ranks;
+     * the tp plan is validated before any weight byte is read */
     m->comm = opts ? opts->comm : NULL;
-    if ((rc = clv_tp_plan_make(&m->tp, &m->cfg, m->comm ? m->comm->world : 1, m->comm ? m->comm->rank : 0,
-                               opts ? opts->tp_plan : NULL, opts && opts->tp_plan_path ? opts->tp_plan_path : "--tp-plan", st)))
+    m->pp = opts && opts->pp > 0 ? opts->pp : 1;
+    int world = m->comm ? m->comm->world : 1, rank = m->comm ? m->comm->rank : 0;
+    if (world % m->pp) {
+        rc = clv_fail(st, CLV_EINVAL, "--pp %d does not divide the job's %d ranks", m->pp, world);
+        goto fail;
+    }
+    if (m->pp > m->cfg.n_layers) {
+        rc = clv_fail(st, CLV_EINVAL, "--pp %d: more stages than the model's %d layers", m->pp, m->cfg.n_layers);
+        goto fail;
+    }
+    int tp_size = world / m->pp;
+    m->stage = rank / tp_size;
+    for (int l = 0; l < m->cfg.n_layers; l++) m->stage_of[l] = (int)((int64_t)l * m->pp / m->cfg.n_layers);
+    if (m->comm && (rc = m->comm->ops->set_group_size(m->comm, tp_size, st))) goto fail;
+    if ((rc = clv_tp_plan_make(&m->tp, &m->cfg, tp_size, rank % tp_size, opts ? opts->tp_plan : NULL,
+                               opts && opts->tp_plan_path ? opts->tp_plan_path : "--tp-plan", st)))
         goto fail;
     if ((rc = clv_model_bind(m, st))) goto fail;
     if ((rc = make_plan(m, opts, st))) goto fail;
-    if (m->tp.size > 1) {
+    if (m->tp.size > 1 || m->pp > 1) {
         for (int d = 0; d < m->plan.n_devices; d++)
             if (m->plan.devices[d].kind == CLV_DEV_DISK && m->plan.weight_bytes[d]) {
                 rc = clv_fail(st, CLV_EUNSUPPORTED, "tensor parallelism with disk-tier weights is not supported yet");

@@ -50,6 +50,8 @@ struct clv_model {
     /* tensor parallelism */
     clv_tp_plan tp;
     clv_comm *comm;                 /* not owned */
+    int pp, stage;                  /* pipeline stages, and this rank's */
+    int stage_of[CLV_MAX_LAYERS];   /* which stage holds each layer */
     void **owned;                   /* rank-local copies of strided (rowwise) slices */
     int n_owned;
     uint64_t rank_bytes;            /* weight bytes this rank holds */

@@ -34,6 +34,7 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
     for (int l = 0; l < c->n_layers; l++) {
         clv_backend *be = layer_be(m, l);
         size_t kvd_l = (size_t)(m->tp.attn_sharded[l] ? m->tp.kv_heads : c->n_kv_heads) * c->head_dim;
+        if (m->stage_of[l] != m->stage) kvd_l = 0; /* another stage's layer */
         s->k_cache[l] = be->ops->alloc(be, sizeof(float) * (size_t)ctx * kvd_l);
         s->v_cache[l] = be->ops->alloc(be, sizeof(float) * (size_t)ctx * kvd_l);
         if (!s->k_cache[l] || !s->v_cache[l]) goto oom;
@@ -123,7 +124,7 @@ static int layer_forward(clv_session *s, int l, const clv_layer_w *L, int T, clv
                        .scale = 1.0f / sqrtf((float)hd), .kv_stride = (int)kvd};
     op->attention(be, s->att, s->q, s->k_cache[l], s->v_cache[l], &a);  /* (T, nh*hd) */
     op->matmul(be, s->xb2, s->att, &L->o, L->o_bias, T);                /* (T, H), partial when split */
-    if (split_attn && (rc = m->comm->ops->allreduce_sum(m->comm, s->xb2, (size_t)T * H, st))) return rc;
+    if (split_attn && (rc = m->comm->ops->allreduce_sum(m->comm, s->xb2, (size_t)T * H, m->stage, st))) return rc;
     op->add(be, s->x, s->xb2, (size_t)T * H);
 
     /* MLP block: down(silu(gate(x)) * up(x)) */
@@ -132,9 +133,18 @@ static int layer_forward(clv_session *s, int l, const clv_layer_w *L, int T, clv
     op->matmul(be, s->u, s->xb, &L->up, L->up_bias, T);                /* (T, I) */
     op->silu_mul(be, s->g, s->u, (size_t)T * I);
     op->matmul(be, s->xb2, s->g, &L->down, L->down_bias, T);           /* (T, H), partial when split */
-    if (split_mlp && (rc = m->comm->ops->allreduce_sum(m->comm, s->xb2, (size_t)T * H, st))) return rc;
+    if (split_mlp && (rc = m->comm->ops->allreduce_sum(m->comm, s->xb2, (size_t)T * H, m->stage, st))) return rc;
     op->add(be, s->x, s->xb2, (size_t)T * H);
     return 0;
+}
+
+/* A rank outside `group` takes its place in a collective of that group (the
+ * shared-memory communicator runs every collective on every rank). */
+static int pass_collective(clv_session *s, int T, int group, bool gather, clv_status *st) {
+    const clv_model *m = s->m;
+    if (gather)
+        return m->comm->ops->allgather(m->comm, s->gather, s->gather, (size_t)T * m->tp.vocab, group, st);
+    return m->comm->ops->allreduce_sum(m->comm, s->xb2, (size_t)T * m->cfg.hidden, group, st);
 }
 
 /* Vocab-parallel embedding: rows this rank holds, zeros elsewhere, summed. */
@@ -147,7 +157,7 @@ static int embed_split(clv_session *s, const int32_t *ids, int T, clv_status *st
         if (local >= 0 && local < m->tp.vocab) be->ops->embed(be, s->x + (size_t)t * H, &m->embed, &local, 1);
         else memset(s->x + (size_t)t * H, 0, sizeof(float) * (size_t)H);
     }
-    return m->comm->ops->allreduce_sum(m->comm, s->x, (size_t)T * H, st);
+    return m->comm->ops->allreduce_sum(m->comm, s->x, (size_t)T * H, 0, st);
 }
 
 /* lm_head over T rows of xb into out[T][V]; with a vocab-split head each rank
@@ -161,7 +171,7 @@ static int head_forward(clv_session *s, const clv_mat *head, int T, float *out, 
     }
     const int V = m->cfg.vocab, Vl = m->tp.vocab, N = m->tp.size;
     be->ops->matmul(be, out, s->xb, head, NULL, T); /* (T, V/N), staged in out's first T*V/N floats */
-    int rc = m->comm->ops->allgather(m->comm, out, s->gather, (size_t)T * Vl, st);
+    int rc = m->comm->ops->allgather(m->comm, out, s->gather, (size_t)T * Vl, m->pp - 1, st);
     if (rc) return rc;
     /* gather is [rank][T][V/N]: interleave into [T][V] */
     for (int r = 0; r < N; r++)
@@ -201,7 +211,10 @@ int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, i
     for (int done = 0; done < n;) {
         int T = n - done < s->max_t ? n - done : s->max_t;
         clv_backend *be = exec_be(m, p->embed_dev);
-        if (s->embed_row) {
+        const bool first = m->stage == 0;
+        if (!first) {
+            if (m->tp.embed_sharded && (rc = pass_collective(s, T, 0, false, st))) return rc;
+        } else if (s->embed_row) {
             /* embedding table on disk: read just the rows these tokens need */
             for (int t = 0; t < T; t++)
                 if ((rc = embed_from_disk(s, ids[done + t], s->x + (size_t)t * H, st))) return rc;
@@ -210,9 +223,24 @@ int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, i
         } else {
             be->ops->embed(be, s->x, &m->embed, ids + done, T);
         }
-        /* Layers in order, each on the backend of its device. All devices so far
-         * share host memory, so activations need no copy between them. */
+        /* Layers in order, each on the backend of its device (all devices so far
+         * share host memory: activations need no copy). In a TP x PP mesh a
+         * layer runs on its stage's ranks, and the activations are sent on
+         * where the stage changes. */
+        int at = 0; /* stage that holds the current activations */
         for (int l = 0; l < c->n_layers; l++) {
+            if (m->stage_of[l] != at) {
+                if ((rc = m->comm->ops->broadcast(m->comm, s->x, sizeof(float) * (size_t)T * H, at * m->tp.size, st)))
+                    return rc;
+                at = m->stage_of[l];
+            }
+            if (at != m->stage) {
+                /* keep step with the collectives the owning stage makes */
+                if ((m->tp.attn_sharded[l] && (rc = pass_collective(s, T, at, false, st))) ||
+                    (m->tp.mlp_sharded[l] && (rc = pass_collective(s, T, at, false, st))))
+                    return rc;
+                continue;
+            }
             clv_layer_w tmp;
             const clv_layer_w *L;
             if ((rc = clv_model_layer_acquire(m, l, &tmp, &L, st))) return rc;
@@ -220,22 +248,30 @@ int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, i
             clv_model_layer_done(m, l);
             if (rc) return rc;
         }
+        if (at != m->pp - 1 &&
+            (rc = m->comm->ops->broadcast(m->comm, s->x, sizeof(float) * (size_t)T * H, at * m->tp.size, st)))
+            return rc;
         s->pos += T;
         done += T;
 
         if (!logits || (!all_logits && done < n)) continue;
-        be = exec_be(m, p->head_dev);
-        clv_mat head;
-        if ((rc = clv_model_head_acquire(m, &head, st))) return rc;
-        if (all_logits) {
-            be->ops->rmsnorm(be, s->xb, s->x, m->norm, T, H, c->rms_eps);
-            rc = head_forward(s, &head, T, logits + (size_t)(done - T) * V, st);
-        } else {
-            be->ops->rmsnorm(be, s->xb, s->x + (size_t)(T - 1) * H, m->norm, 1, H, c->rms_eps);
-            rc = head_forward(s, &head, 1, logits, st);
+        float *out = all_logits ? logits + (size_t)(done - T) * V : logits;
+        const int rows = all_logits ? T : 1;
+        if (m->stage == m->pp - 1) {
+            be = exec_be(m, p->head_dev);
+            clv_mat head;
+            if ((rc = clv_model_head_acquire(m, &head, st))) return rc;
+            be->ops->rmsnorm(be, s->xb, s->x + (size_t)(T - rows) * H, m->norm, rows, H, c->rms_eps);
+            rc = head_forward(s, &head, rows, out, st);
+            clv_model_head_done(m);
+            if (rc) return rc;
+        } else if (m->tp.head_sharded && (rc = pass_collective(s, rows, m->pp - 1, true, st))) {
+            return rc;
         }
-        clv_model_head_done(m);
-        if (rc) return rc;
+        /* the last stage has the logits; every rank gets them (rank 0 samples) */
+        if (m->pp > 1 && (rc = m->comm->ops->broadcast(m->comm, out, sizeof(float) * (size_t)rows * V,
+                                                       (m->pp - 1) * m->tp.size, st)))
+            return rc;
     }
     return 0;
 }
