@@ -614,3 +614,63 @@ mesh_mpi() {
 }
 run "mesh/mpi-tp2xpp2" mesh_mpi
 run "mesh/err-pp-too-deep" expect_fail "more stages than the model's 3 layers" "$CLEAVE" logits -m "$TMP/tp-llama-bias-f32" --ids 1 --out "$TMP/x" --pp 4
+
+# ---- pipelining: several sequences over cpu:0 + cpu:1 at once, same answers -------------
+pipelined_batch() {
+    local one
+    "$CLEAVE" generate -m "$DM" --ids $DM_IDS -n 10 --greedy --ignore-eos --batch 3 --json --device-map sequential \
+        --max-memory cpu:0=2MB,cpu:1=3MB | tail -n 1 >"$TMP/pipe.json" || return 1
+    for b in 0 1; do
+        "$CLEAVE" generate -m "$DM" --ids $DM_IDS -n 10 --temperature 1.2 --seed $((20 + b)) --ignore-eos --json | tail -n 1 >"$TMP/single$b.json" || return 1
+    done
+    "$CLEAVE" generate -m "$DM" --ids $DM_IDS -n 10 --temperature 1.2 --seed 20 --ignore-eos --batch 2 --json --device-map sequential \
+        --max-memory cpu:0=2MB,cpu:1=3MB | tail -n 1 >"$TMP/pipes.json" || return 1
+    python3 - "$TMP/pipe.json" "$TMP/dm-ref.json" "$TMP/pipes.json" "$TMP/single0.json" "$TMP/single1.json" <<'PY'
+import json, sys
+p, ref, ps, s0, s1 = (json.load(open(f)) for f in sys.argv[1:])
+print('stages', p['pipeline_stages'], 'greedy batch', p['batch']); print('sampled batch', ps['batch'])
+ok = p['pipeline_stages'] == 2 and all(seq == ref['ids'] for seq in p['batch']) and ps['batch'] == [s0['ids'], s1['ids']]
+sys.exit(0 if ok else 1)
+PY
+}
+run "devmap/pipelined-batch" pipelined_batch
+
+# ---- device maps: cleave plan --accelerate-compat against transformers + Accelerate -------
+# tests/fixtures/accelerate/cases.json, written by tests/hf/make_accelerate_plans.py (see
+# tests/fixtures/accelerate/README.md): per case, a checkpoint, a --device-map mode, budgets, and
+# the map transformers' from_pretrained computes with Accelerate (GPU N = cpu:N). cleave must
+# assign every module (model.embed_tokens, model.layers.N, model.norm, lm_head) to the same
+# device; a case with a "difference" field documents a justified difference and records the
+# map cleave must give instead.
+ACCEL=tests/fixtures/accelerate/cases.json
+accel_case() { # accel_case INDEX
+    python3 - "$CLEAVE" "$ACCEL" "$1" <<'PY'
+import json, subprocess, sys
+cleave, path, i = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = json.load(open(path))["cases"][i]
+print("$", c["cleave_command"].replace("build/cleave", cleave, 1))
+print("case:", c["about"])
+if "difference" in c:
+    want, label = c["difference"]["cleave_expected"], "cleave's documented map"
+    print("documented difference:", c["difference"]["why"])
+else:
+    want, label = c["expected"], "transformers + Accelerate"
+r = subprocess.run([cleave, *c["cleave_args"]], capture_output=True, text=True)
+if r.returncode:
+    print(r.stderr, end="")
+    sys.exit(1)
+got = json.loads(r.stdout)
+bad = [k for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
+for k in want:
+    print(f"  {k:20s} {want[k]:6s}" + (f"  cleave: {got.get(k)}   <- differs" if k in bad else ""))
+for k in bad:
+    if k not in want:
+        print(f"  {k:20s} (not in {label})  cleave: {got[k]}")
+print(f"{len(want) - len(bad)}/{len(want)} modules on the same device as {label}")
+sys.exit(1 if bad else 0)
+PY
+}
+mapfile -t ACCEL_NAMES < <(json_get "$ACCEL" "'\n'.join(c['name'] for c in d['cases'])")
+for i in "${!ACCEL_NAMES[@]}"; do
+    run "accelerate/${ACCEL_NAMES[$i]}" accel_case "$i"
+done

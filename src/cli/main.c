@@ -68,6 +68,8 @@ static const char *k_generate_help =
     "  --repetition-penalty R penalise tokens already seen (1: off)\n"
     "  --seed S               sampling seed (default 0); same seed, same tokens\n"
     "  --ignore-eos           do not stop at eos ids\n"
+    "  --batch B              B independent sequences of the prompt (sequence b sampled with\n"
+    "                         seed S+b); over several compute devices they are pipelined\n"
     "  --json                 print one JSON object as the last line of stdout\n"
     "  -t, --threads N        CPU threads per device (default: the device's cores)\n"
     "\n" PLACEMENT_HELP "\n"
@@ -329,7 +331,7 @@ static bool is_eos(const clv_config *c, int id) {
 
 static int cmd_generate(args *a) {
     const char *dir = NULL, *ids_s = NULL;
-    int n_new = -1;
+    int n_new = -1, batch = 1;
     clv_load_opts lo = {0};
     bool greedy = false, sampling = false, json = false, ignore_eos = false;
     double temp = NAN, top_p = NAN, min_p = NAN, rep = NAN;
@@ -348,6 +350,7 @@ static int cmd_generate(args *a) {
         else if (flag(a, "--seed", NULL)) seed = int_value(a, 0, INT64_MAX);
         else if (flag(a, "--json", NULL)) json = true;
         else if (flag(a, "--ignore-eos", NULL)) ignore_eos = true;
+        else if (flag(a, "--batch", NULL)) batch = (int)int_value(a, 1, 4096);
         else if (!placement_flag(a, &lo)) unknown(a);
     }
     if (greedy && sampling) die("generate: --greedy cannot be combined with --temperature/--top-k/--top-p/--min-p");
@@ -380,64 +383,119 @@ static int cmd_generate(args *a) {
         .repetition_penalty = (float)(isnan(rep) ? g->repetition_penalty : rep),
         .seed = (uint64_t)seed,
     };
-    clv_sampler smp;
-    if (clv_sampler_init(&smp, &sc, m->cfg.vocab, &st)) die_st(&st);
-    clv_session *s;
-    if (clv_session_new(&s, m, ctx, &st)) die_st(&st);
-    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab);
-    int32_t *hist = malloc(sizeof(int32_t) * (size_t)(n_prompt + n_new + 1));
-    if (!logits || !hist) die("out of memory");
-    memcpy(hist, prompt, sizeof(int32_t) * (size_t)n_prompt);
-    int n_hist = n_prompt, n_gen = 0;
+    /* B independent sequences (--batch): the same prompt, sequence b sampled
+     * with seed + b. Over a device map with several compute devices they are
+     * pipelined: each device works on a different sequence at the same time. */
+    const int B = batch;
+    clv_sampler *smp = calloc((size_t)B, sizeof *smp);
+    clv_session **ss = calloc((size_t)B, sizeof *ss);
+    float **logits = calloc((size_t)B, sizeof *logits);
+    int32_t **hist = calloc((size_t)B, sizeof *hist);
+    int *n_gen = calloc((size_t)B, sizeof(int)), *one = calloc((size_t)B, sizeof(int)), *act = calloc((size_t)B, sizeof(int));
+    const int32_t **feed = calloc((size_t)B, sizeof *feed);
+    clv_session **ass = calloc((size_t)B, sizeof *ass);
+    float **alog = calloc((size_t)B, sizeof *alog);
+    bool *done = calloc((size_t)B, sizeof(bool));
+    if (!smp || !ss || !logits || !hist || !n_gen || !one || !act || !feed || !ass || !alog || !done) die("out of memory");
+    for (int b = 0; b < B; b++) {
+        clv_sampler_cfg sb = sc;
+        sb.seed = sc.seed + (uint64_t)b;
+        if (clv_sampler_init(&smp[b], &sb, m->cfg.vocab, &st) || clv_session_new(&ss[b], m, ctx, &st)) die_st(&st);
+        logits[b] = malloc(sizeof(float) * (size_t)m->cfg.vocab);
+        hist[b] = malloc(sizeof(int32_t) * (size_t)(n_prompt + n_new + 1));
+        if (!logits[b] || !hist[b]) die("out of memory");
+        memcpy(hist[b], prompt, sizeof(int32_t) * (size_t)n_prompt);
+        feed[b] = prompt;
+        one[b] = n_prompt;
+    }
 
     double t0 = clv_now();
-    if (clv_session_eval(s, prompt, n_prompt, logits, 0, &st)) die_st(&st);
+    if (clv_batch_eval(ss, B, feed, one, logits, &st)) die_st(&st);
     double t1 = clv_now(), t_first = t1;
-    while (n_gen < n_new) {
-        /* sampled once, on rank 0, and sent to every rank: all ranks see the same tokens */
-        int32_t tok = rank0() ? clv_sampler_next(&smp, logits, hist, n_hist) : 0;
-        if (g_comm && g_comm->ops->broadcast(g_comm, &tok, sizeof tok, 0, &st)) die_st(&st);
-        hist[n_hist++] = tok;
-        n_gen++;
-        if (!json && rank0()) {
-            printf("%s%d", n_gen > 1 ? " " : "", tok);
-            fflush(stdout);
+    int total = 0, steps = 0;
+    for (;;) {
+        int na = 0;
+        for (int b = 0; b < B; b++) {
+            if (done[b] || n_gen[b] >= n_new) {
+                done[b] = true;
+                continue;
+            }
+            /* sampled once, on rank 0, and sent to every rank: all ranks see the same tokens */
+            int nh = n_prompt + n_gen[b];
+            int32_t tok = rank0() ? clv_sampler_next(&smp[b], logits[b], hist[b], nh) : 0;
+            if (g_comm && g_comm->ops->broadcast(g_comm, &tok, sizeof tok, 0, &st)) die_st(&st);
+            hist[b][nh] = tok;
+            n_gen[b]++;
+            total++;
+            if (B == 1 && !json && rank0()) {
+                printf("%s%d", n_gen[b] > 1 ? " " : "", tok);
+                fflush(stdout);
+            }
+            if ((!ignore_eos && is_eos(&m->cfg, tok)) || n_gen[b] == n_new) {
+                done[b] = true;
+                continue;
+            }
+            ass[na] = ss[b], alog[na] = logits[b], feed[na] = &hist[b][nh], act[na] = 1, na++;
         }
-        if (n_gen == 1) t_first = clv_now();
-        if ((!ignore_eos && is_eos(&m->cfg, tok)) || n_gen == n_new) break;
-        if (clv_session_eval(s, &hist[n_hist - 1], 1, logits, 0, &st)) die_st(&st);
+        if (steps++ == 0) t_first = clv_now();
+        if (na == 0) break;
+        if (clv_batch_eval(ass, na, feed, act, alog, &st)) die_st(&st);
     }
     double t2 = clv_now();
-    if (!json && n_gen && rank0()) printf("\n");
-    double pp = n_prompt / (t1 - t0), tg = n_gen > 1 ? (n_gen - 1) / (t2 - t_first) : 0.0;
-    clv_info("prompt %d tokens: %.2f tok/s | generated %d tokens: %.2f tok/s | %s | %s\n", n_prompt, pp, n_gen, tg,
-             clv_cpu_isa(), be_desc(m));
+    if (!json && rank0()) {
+        if (B == 1 && n_gen[0]) printf("\n");
+        for (int b = 0; B > 1 && b < B; b++) {
+            printf("seq %d:", b);
+            for (int i = 0; i < n_gen[b]; i++) printf(" %d", hist[b][n_prompt + i]);
+            printf("\n");
+        }
+    }
+    int first_toks = 0;
+    for (int b = 0; b < B; b++) first_toks += n_gen[b] > 0;
+    double pp = (double)n_prompt * B / (t1 - t0), tg = total > first_toks ? (total - first_toks) / (t2 - t_first) : 0.0;
+    clv_info("prompt %d tokens x %d: %.2f tok/s | generated %d tokens: %.2f tok/s | %s | %s%s\n", n_prompt, B, pp, total, tg,
+             clv_cpu_isa(), be_desc(m), B > 1 && clv_model_pipeline_stages(m) > 1 ? " | pipelined" : "");
     if (json && rank0()) {
         cJSON *o = cJSON_CreateObject();
         cJSON *ids = cJSON_AddArrayToObject(o, "ids");
-        for (int i = 0; i < n_gen; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(hist[n_prompt + i]));
+        for (int i = 0; i < n_gen[0]; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(hist[0][n_prompt + i]));
+        if (B > 1) {
+            cJSON *all = cJSON_AddArrayToObject(o, "batch");
+            for (int b = 0; b < B; b++) {
+                cJSON *one_seq = cJSON_CreateArray();
+                for (int i = 0; i < n_gen[b]; i++) cJSON_AddItemToArray(one_seq, cJSON_CreateNumber(hist[b][n_prompt + i]));
+                cJSON_AddItemToArray(all, one_seq);
+            }
+        }
         cJSON_AddNumberToObject(o, "prompt_tokens", n_prompt);
-        cJSON_AddNumberToObject(o, "generated_tokens", n_gen);
+        cJSON_AddNumberToObject(o, "generated_tokens", n_gen[0]);
         cJSON_AddNumberToObject(o, "prefill_tok_s", pp);
         cJSON_AddNumberToObject(o, "decode_tok_s", tg);
         cJSON_AddBoolToObject(o, "greedy", sc.greedy);
-        cJSON_AddBoolToObject(o, "stopped_at_eos", n_gen > 0 && !ignore_eos && is_eos(&m->cfg, hist[n_hist - 1]));
+        cJSON_AddBoolToObject(o, "stopped_at_eos",
+                              n_gen[0] > 0 && !ignore_eos && is_eos(&m->cfg, hist[0][n_prompt + n_gen[0] - 1]));
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         cJSON_AddNumberToObject(o, "max_rss_bytes", (double)ru.ru_maxrss * 1024.0);
         cJSON_AddNumberToObject(o, "disk_bytes_read", m->streamer ? (double)clv_streamer_bytes_read(m->streamer) : 0.0);
         cJSON_AddNumberToObject(o, "tp", m->tp.size);
         cJSON_AddNumberToObject(o, "rank_weight_bytes", (double)m->rank_bytes);
+        cJSON_AddNumberToObject(o, "batch_size", B);
+        cJSON_AddNumberToObject(o, "pipeline_stages", B > 1 ? clv_model_pipeline_stages(m) : 1);
         char *txt = cJSON_PrintUnformatted(o);
         printf("%s\n", txt);
         free(txt);
         cJSON_Delete(o);
     }
-    free(logits);
-    free(hist);
+    for (int b = 0; b < B; b++) {
+        free(logits[b]);
+        free(hist[b]);
+        clv_sampler_free(&smp[b]);
+        clv_session_free(ss[b]);
+    }
+    free(smp), free(ss), free(logits), free(hist), free(n_gen), free(one), free(act), free(feed), free(ass), free(alog);
+    free(done);
     free(prompt);
-    clv_sampler_free(&smp);
-    clv_session_free(s);
     clv_model_free(m);
     return finish_ranks(0);
 }

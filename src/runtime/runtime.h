@@ -83,6 +83,25 @@ void clv_model_layer_done(clv_model *m, int l);
 int clv_model_head_acquire(clv_model *m, clv_mat *out, clv_status *st);
 void clv_model_head_done(clv_model *m);
 
+/* One forward step in pieces (single process): embed T tokens, run layers
+ * [l0, l1), then the head over the last token. The caller advances nothing:
+ * clv_session_commit moves the position on by T when all pieces ran. */
+int clv_session_embed(clv_session *s, const int32_t *ids, int T, clv_status *st);
+int clv_session_layers(clv_session *s, int l0, int l1, int T, clv_status *st);
+int clv_session_head(clv_session *s, int T, float *logits, clv_status *st);
+
+/* Several independent sequences, one step each (sessions[b] takes n[b] tokens
+ * ids[b] and leaves its last-token logits in logits[b]). When the plan puts
+ * consecutive layers on different compute devices, the devices work at the
+ * same time on different sequences (a pipeline), each device's stage on its
+ * own thread. Plans it cannot pipeline (disk-tier layers, a device used by two
+ * stages, a chunk longer than the prefill chunk) run the sequences one after
+ * another. */
+int clv_batch_eval(clv_session **sessions, int B, const int32_t *const *ids, const int *n, float **logits,
+                   clv_status *st);
+/* Stages the pipeline would use (1: no pipelining). */
+int clv_model_pipeline_stages(const clv_model *m);
+
 /* ---- sampling ---------------------------------------------------------------- */
 
 typedef struct clv_sampler_cfg {

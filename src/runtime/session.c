@@ -194,6 +194,47 @@ static int embed_from_disk(clv_session *s, int id, float *out, clv_status *st) {
     return 0;
 }
 
+/* ---- pieces of one forward step, for the pipelined batch runner ---- */
+
+int clv_session_embed(clv_session *s, const int32_t *ids, int T, clv_status *st) {
+    clv_model *m = s->m;
+    if (s->embed_row) {
+        for (int t = 0; t < T; t++) {
+            int rc = embed_from_disk(s, ids[t], s->x + (size_t)t * m->cfg.hidden, st);
+            if (rc) return rc;
+        }
+        return 0;
+    }
+    clv_backend *be = exec_be(m, m->plan.embed_dev);
+    be->ops->embed(be, s->x, &m->embed, ids, T);
+    return 0;
+}
+
+int clv_session_layers(clv_session *s, int l0, int l1, int T, clv_status *st) {
+    for (int l = l0; l < l1; l++) {
+        clv_layer_w tmp;
+        const clv_layer_w *L;
+        int rc = clv_model_layer_acquire(s->m, l, &tmp, &L, st);
+        if (rc) return rc;
+        rc = layer_forward(s, l, L, T, st);
+        clv_model_layer_done(s->m, l);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int clv_session_head(clv_session *s, int T, float *logits, clv_status *st) {
+    clv_model *m = s->m;
+    clv_backend *be = exec_be(m, m->plan.head_dev);
+    clv_mat head;
+    int rc = clv_model_head_acquire(m, &head, st);
+    if (rc) return rc;
+    be->ops->rmsnorm(be, s->xb, s->x + (size_t)(T - 1) * m->cfg.hidden, m->norm, 1, m->cfg.hidden, m->cfg.rms_eps);
+    rc = head_forward(s, &head, 1, logits, st);
+    clv_model_head_done(m);
+    return rc;
+}
+
 int clv_session_eval(clv_session *s, const int32_t *ids, int n, float *logits, int all_logits, clv_status *st) {
     clv_model *m = s->m;
     const clv_config *c = &m->cfg;
