@@ -618,7 +618,7 @@ run "mesh/err-pp-too-deep" expect_fail "more stages than the model's 3 layers" "
 # ---- pipelining: several sequences over cpu:0 + cpu:1 at once, same answers -------------
 pipelined_batch() {
     local one
-    "$CLEAVE" generate -m "$DM" --ids $DM_IDS -n 10 --greedy --ignore-eos --batch 3 --json --device-map sequential \
+    "$CLEAVE" generate -m "$DM" --ids $DM_IDS -n 12 --greedy --ignore-eos --batch 3 --json --device-map sequential \
         --max-memory cpu:0=2MB,cpu:1=3MB | tail -n 1 >"$TMP/pipe.json" || return 1
     for b in 0 1; do
         "$CLEAVE" generate -m "$DM" --ids $DM_IDS -n 10 --temperature 1.2 --seed $((20 + b)) --ignore-eos --json | tail -n 1 >"$TMP/single$b.json" || return 1
