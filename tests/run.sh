@@ -19,7 +19,7 @@ run() { # run NAME CMD...: one test; its output is shown only when it fails
     if "$@" >"$log" 2>&1; then
         passed=$((passed + 1)); printf 'ok    %s\n' "$name"
         if [[ -n ${VERBOSE:-} ]]; then sed 's/^/      /' "$log"
-        else grep -E 'max \|err\|' "$log" | sed 's/^/      /'; fi
+        else grep -E 'max \|err\||^skipped:' "$log" | sed 's/^/      /'; fi
     else
         failed=$((failed + 1)); failed_names+=("$name"); printf 'FAIL  %s\n' "$name"; sed 's/^/      /' "$log"
     fi

@@ -16,6 +16,7 @@
 
 #include "../backend/backend.h"
 #include "../comm/comm.h"
+#include "gguf_cli.h"
 #include "../model/synth.h"
 #include "../runtime/runtime.h"
 #include "../util/util.h"
@@ -51,6 +52,7 @@ static const char *k_usage =
     "  plan       show where a device map puts every layer, bytes per device, predicted speed\n"
     "  launch     start one process per rank (torchrun-style) for tensor parallelism\n"
     "  synth      write a random-weight checkpoint in transformers' layout\n"
+    "  import-gguf  convert a llama.cpp GGUF file into a Hugging Face model folder\n"
     "  bench      prompt-processing and decode speed (pp / tg, achieved GB/s)\n";
 
 static const char *k_generate_help =
@@ -865,6 +867,7 @@ int main(int argc, char **argv) {
         {"plan", cmd_plan, &k_plan_help},             {"launch", cmd_launch, &k_launch_help},
         {"bench", cmd_bench, &k_bench_help},
     };
+    if (strcmp(argv[1], "import-gguf") == 0) return clv_cli_import_gguf(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(argv[1], cmds[i].name) == 0) {
             args a = {argc, 2, argv, cmds[i].name, *cmds[i].help};

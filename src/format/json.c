@@ -52,9 +52,23 @@ static void print_py(const cJSON *v, int depth, char **buf, size_t *len, size_t 
         for (const cJSON *c = v->child; c; c = c->next) {
             for (int i = 0; i <= depth; i++) PUT("  ");
             if (obj) {
-                PUT("\"");
-                PUT(c->string);
-                PUT("\": ");
+                /* keys are escaped like any string ('"', '\\' and control characters) */
+                bool plain = true;
+                for (const unsigned char *k = (const unsigned char *)c->string; *k && plain; k++)
+                    plain = *k >= 0x20 && *k != '"' && *k != '\\';
+                if (plain) {
+                    PUT("\"");
+                    PUT(c->string);
+                    PUT("\": ");
+                } else {
+                    cJSON *ks = cJSON_CreateString(c->string);
+                    char *q = ks ? cJSON_PrintUnformatted(ks) : NULL;
+                    CLV_CHECK(q != NULL, "cJSON_PrintUnformatted");
+                    PUT(q);
+                    PUT(": ");
+                    free(q);
+                    cJSON_Delete(ks);
+                }
             }
             print_py(c, depth + 1, buf, len, cap);
             PUT(c->next ? ",\n" : "\n");

@@ -442,10 +442,6 @@ const void *clv_st_data(const clv_st_set *set, const clv_st_tensor *t) {
 
 /* ---- writing -------------------------------------------------------------- */
 
-static int cmp_wtensor(const void *a, const void *b) {
-    return strcmp(((const clv_st_wtensor *)a)->name, ((const clv_st_wtensor *)b)->name);
-}
-
 static int write_all(int fd, const void *p, size_t n) {
     const char *c = p;
     while (n) {
@@ -458,24 +454,36 @@ static int write_all(int fd, const void *p, size_t n) {
     return 0;
 }
 
-int clv_st_write(const char *path, const clv_st_wtensor *in, int n, const char *metadata_format, clv_status *st) {
-    clv_st_wtensor *t = malloc(sizeof *t * (size_t)(n ? n : 1));
+static uint64_t wtensor_bytes(const clv_st_wtensor *t) {
+    uint64_t bytes = clv_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++) bytes *= (uint64_t)t->shape[d];
+    return bytes;
+}
+
+typedef struct { const clv_st_wtensor *t; int i; } wsorted;
+static int cmp_wsorted(const void *a, const void *b) {
+    return strcmp(((const wsorted *)a)->t->name, ((const wsorted *)b)->t->name);
+}
+
+int clv_st_write_cb(const char *path, const clv_st_wtensor *in, int n, const char *metadata_format, clv_st_fill_fn fill,
+                    void *ctx, clv_status *st) {
+    wsorted *t = malloc(sizeof *t * (size_t)(n ? n : 1));
     if (!t) return clv_fail(st, CLV_ENOMEM, "out of memory");
-    memcpy(t, in, sizeof *t * (size_t)n);
-    qsort(t, (size_t)n, sizeof *t, cmp_wtensor);
+    for (int i = 0; i < n; i++) t[i] = (wsorted){&in[i], i};
+    qsort(t, (size_t)n, sizeof *t, cmp_wsorted);
     cJSON *root = cJSON_CreateObject();
     if (metadata_format) {
         cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
         cJSON_AddStringToObject(meta, "format", metadata_format);
     }
-    uint64_t off = 0;
+    uint64_t off = 0, biggest = 0;
     for (int i = 0; i < n; i++) {
-        uint64_t bytes = clv_dtype_size(t[i].dtype);
-        for (int d = 0; d < t[i].ndim; d++) bytes *= (uint64_t)t[i].shape[d];
-        cJSON *e = cJSON_AddObjectToObject(root, t[i].name);
-        cJSON_AddStringToObject(e, "dtype", clv_dtype_name(t[i].dtype));
+        uint64_t bytes = wtensor_bytes(t[i].t);
+        if (bytes > biggest) biggest = bytes;
+        cJSON *e = cJSON_AddObjectToObject(root, t[i].t->name);
+        cJSON_AddStringToObject(e, "dtype", clv_dtype_name(t[i].t->dtype));
         cJSON *sh = cJSON_AddArrayToObject(e, "shape");
-        for (int d = 0; d < t[i].ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t[i].shape[d]));
+        for (int d = 0; d < t[i].t->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t[i].t->shape[d]));
         cJSON *o = cJSON_AddArrayToObject(e, "data_offsets");
         cJSON_AddItemToArray(o, cJSON_CreateNumber((double)off));
         cJSON_AddItemToArray(o, cJSON_CreateNumber((double)(off + bytes)));
@@ -483,9 +491,12 @@ int clv_st_write(const char *path, const clv_st_wtensor *in, int n, const char *
     }
     char *hdr = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    if (!hdr) {
+    void *scratch = fill && n ? malloc(biggest ? (size_t)biggest : 1) : NULL;
+    if (!hdr || (fill && n && !scratch)) {
+        free(hdr);
+        free(scratch);
         free(t);
-        return clv_fail(st, CLV_ENOMEM, "out of memory");
+        return clv_fail(st, CLV_ENOMEM, "%s: out of memory", path);
     }
     size_t hl = strlen(hdr), padded = (hl + 7) & ~(size_t)7;
     char tmp[4096];
@@ -501,17 +512,32 @@ int clv_st_write(const char *path, const clv_st_wtensor *in, int n, const char *
     bool ok = write_all(fd, lenb, 8) == 0 && write_all(fd, hdr, hl) == 0;
     for (size_t i = hl; ok && i < padded; i++) ok = write_all(fd, " ", 1) == 0;
     for (int i = 0; ok && i < n; i++) {
-        uint64_t bytes = clv_dtype_size(t[i].dtype);
-        for (int d = 0; d < t[i].ndim; d++) bytes *= (uint64_t)t[i].shape[d];
-        ok = write_all(fd, t[i].data, bytes) == 0;
+        uint64_t bytes = wtensor_bytes(t[i].t);
+        const void *src = t[i].t->data;
+        if (fill) {
+            if ((rc = fill(ctx, t[i].i, scratch, (size_t)bytes, st))) {
+                close(fd);
+                unlink(tmp);
+                goto out;
+            }
+            src = scratch;
+        }
+        ok = write_all(fd, src, bytes) == 0;
     }
+    int err = errno;
     if (close(fd) != 0) ok = false;
     if (!ok || rename(tmp, path) != 0) {
+        if (ok) err = errno;
         unlink(tmp);
-        rc = clv_fail(st, CLV_EIO, "%s: write failed: %s", path, strerror(errno));
+        rc = clv_fail(st, CLV_EIO, "%s: write failed: %s", path, strerror(err));
     }
 out:
+    free(scratch);
     free(hdr);
     free(t);
     return rc;
+}
+
+int clv_st_write(const char *path, const clv_st_wtensor *in, int n, const char *metadata_format, clv_status *st) {
+    return clv_st_write_cb(path, in, n, metadata_format, NULL, NULL, st);
 }

@@ -89,5 +89,13 @@ typedef struct clv_st_wtensor {
 } clv_st_wtensor;
 int clv_st_write(const char *path, const clv_st_wtensor *t, int n, const char *metadata_format,
                  clv_status *st);
+/* The same, producing each tensor's bytes only when it is written: `data` is
+ * ignored and fill(ctx, i, buf, bytes, st) writes tensor t[i]'s bytes into a
+ * scratch buffer (as large as the largest tensor), so a converter never holds
+ * more than one tensor in memory. A non-zero return from fill aborts the
+ * write (no file is left behind) and is returned. */
+typedef int (*clv_st_fill_fn)(void *ctx, int i, void *buf, size_t bytes, clv_status *st);
+int clv_st_write_cb(const char *path, const clv_st_wtensor *t, int n, const char *metadata_format,
+                    clv_st_fill_fn fill, void *ctx, clv_status *st);
 
 #endif
