@@ -95,7 +95,7 @@ test-asan:
 
 # ---- fuzzing (clang + libFuzzer) ----------------------------------------------
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
-FUZZ_SRC := $(wildcard src/util/*.c src/format/*.c) src/model/config.c
+FUZZ_SRC := $(wildcard src/util/*.c src/format/*.c src/tokenizer/*.c) src/model/config.c
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(HDRS) | deps
 	@mkdir -p $(dir $@)
 	clang -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined $< $(FUZZ_SRC) -o $@ $(LDLIBS)

@@ -41,6 +41,8 @@ typedef struct clv_load_opts {
                                    | DEVICE (cpu, cpu:N, disk) | a JSON file of module -> device */
     const char *max_memory;     /* "cpu:0=2GiB,cpu:1=2GiB,disk=20GB"; unset devices: their free memory */
     int prefill_chunk;          /* tokens per forward chunk; 0: 512 */
+    const char *dtype;          /* NULL/"auto": weights as stored; "f32", "bf16", "f16": converted at load */
+    const char *offload_folder; /* where disk-tier weights that need converting are written */
     bool no_prefetch;           /* read disk-tier weights synchronously (for measuring prefetch) */
     bool accelerate_compat;     /* plan weights only, exactly as Accelerate does (no KV/scratch budget) */
     /* tensor parallelism: this process is one rank of comm (NULL: no TP) */
@@ -62,6 +64,8 @@ int clv_model_ctx(const clv_model *m);
 int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st);
 void clv_session_free(clv_session *s);
 void clv_session_reset(clv_session *s);
+/* Forget every token from position pos on (keep the cached prefix). */
+void clv_session_rewind(clv_session *s, int pos);
 
 /* Feed `n` tokens at the current position (prefill: one pass, matrix x matrix).
  * If `logits` is non-NULL it receives [n, vocab] floats when all_logits != 0,

@@ -27,6 +27,11 @@ run() { # run NAME CMD...: one test; its output is shown only when it fails
 
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$@"; }
 
+# Under the sanitizers: Open MPI's own allocations are not ours to report, and
+# resident-memory budgets do not apply to ASan's shadow memory.
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+SANITIZED=$([[ $BUILD == *asan* ]] && echo 1 || echo "")
+
 source tests/cases.sh
 
 echo

@@ -17,6 +17,7 @@
 #include "../backend/backend.h"
 #include "../comm/comm.h"
 #include "gguf_cli.h"
+#include "tokcli.h"
 #include "../model/synth.h"
 #include "../runtime/runtime.h"
 #include "../util/util.h"
@@ -31,6 +32,9 @@
     "                         KiB/MiB/GiB = 2^10..); unset devices: their free memory\n"            \
     "  --ctx N                KV cache tokens to budget and allocate\n"                             \
     "  --no-prefetch          read disk-tier weights synchronously (to measure prefetching)\n"      \
+    "  --dtype auto|f32|bf16|f16  convert weights at load (auto: as stored)\n"                    \
+    "  --offload-folder DIR   where disk-tier weights that need converting are written; weights\n" \
+    "                         already in the right dtype are read from the checkpoint itself\n"  \
     "  --tp N                 tensor parallelism over N ranks (one process each; started here\n"    \
     "                         unless launched by cleave launch, torchrun or mpirun)\n"             \
     "  --pp M                 with --tp N: a TP x PP mesh of N*M ranks, M stages of consecutive\n" \
@@ -46,7 +50,9 @@ static const char *k_usage =
     "usage: cleave <command> [options]   (cleave <command> --help for its options)\n"
     "\n"
     "commands:\n"
-    "  generate   generate tokens from a prompt of token ids\n"
+    "  generate   generate from a prompt (text, a chat message, or token ids)\n"
+    "  chat       interactive chat with streaming output\n"
+    "  tokenize   print the token ids of a text as one JSON array\n"
     "  logits     write the logits of every prompt position to a file\n"
     "  info       print the normalised config and the tensor inventory\n"
     "  plan       show where a device map puts every layer, bytes per device, predicted speed\n"
@@ -56,10 +62,14 @@ static const char *k_usage =
     "  bench      prompt-processing and decode speed (pp / tg, achieved GB/s)\n";
 
 static const char *k_generate_help =
-    "usage: cleave generate -m DIR --ids 1,2,3 [-n N] [sampling] [--json] [-t THREADS] [--ctx N]\n"
+    "usage: cleave generate -m DIR (-p TEXT | --chat MSG [--system S] | --ids 1,2,3) [-n N] [sampling]\n"
+    "                       [--json] [placement]\n"
     "\n"
-    "  -m, --model DIR        model folder (config.json, *.safetensors)\n"
-    "  --ids LIST             prompt token ids, comma-separated\n"
+    "  -m, --model DIR        model folder (config.json, *.safetensors, tokenizer.json)\n"
+    "  -p, --prompt TEXT      prompt text (tokenized with tokenizer.json; text streams out)\n"
+    "  --chat MSG             a user message, rendered with the chat template\n"
+    "  --system S             a system message for --chat\n"
+    "  --ids LIST             prompt token ids, comma-separated (generated ids are printed)\n"
     "  -n, --n-predict N      tokens to generate (default: generation_config.json's\n"
     "                         max_new_tokens, else 32); stops early at an eos id\n"
     "  --greedy               argmax decoding\n"
@@ -111,6 +121,14 @@ static const char *k_launch_help =
     "(ranks R*N .. R*N+N-1 of N*M). If one rank fails, the others are stopped and\n"
     "its exit status is returned. Ranks on one host talk through shared memory;\n"
     "ranks on several hosts need MPI (start those with mpirun).\n";
+
+static const char *k_chat_help =
+    "usage: cleave chat -m DIR [--system S] [-n MAX_PER_TURN] [sampling] [placement]\n"
+    "\n"
+    "Interactive chat: type a message, the answer streams back. The conversation\n"
+    "is rendered with the model's chat template each turn; only the new tokens are\n"
+    "computed (the KV cache keeps the rest). An empty line or end of input quits.\n"
+    "Sampling flags as for generate (default: generation_config.json).\n";
 
 static const char *k_synth_help =
     "usage: cleave synth --arch llama|mistral|qwen2|qwen3 --hidden H --layers L --heads N\n"
@@ -281,6 +299,8 @@ static bool placement_flag(args *a, clv_load_opts *lo) {
     else if (flag(a, "--max-memory", NULL)) lo->max_memory = value(a);
     else if (flag(a, "--ctx", NULL)) lo->ctx = (int)int_value(a, 1, INT32_MAX);
     else if (flag(a, "--no-prefetch", NULL)) lo->no_prefetch = true;
+    else if (flag(a, "--dtype", NULL)) lo->dtype = value(a);
+    else if (flag(a, "--offload-folder", NULL)) lo->offload_folder = value(a);
     else if (flag(a, "-t", "--threads")) lo->n_threads = (int)int_value(a, 1, 4096);
     else return false;
     return true;
@@ -332,7 +352,7 @@ static bool is_eos(const clv_config *c, int id) {
 }
 
 static int cmd_generate(args *a) {
-    const char *dir = NULL, *ids_s = NULL;
+    const char *dir = NULL, *ids_s = NULL, *text = NULL, *chat = NULL, *system = NULL;
     int n_new = -1, batch = 1;
     clv_load_opts lo = {0};
     bool greedy = false, sampling = false, json = false, ignore_eos = false;
@@ -342,6 +362,9 @@ static int cmd_generate(args *a) {
         help_if_asked(a);
         if (flag(a, "-m", "--model")) dir = value(a);
         else if (flag(a, "--ids", NULL)) ids_s = value(a);
+        else if (flag(a, "-p", "--prompt")) text = value(a);
+        else if (flag(a, "--chat", NULL)) chat = value(a);
+        else if (flag(a, "--system", NULL)) system = value(a);
         else if (flag(a, "-n", "--n-predict")) n_new = (int)int_value(a, 0, 1 << 24);
         else if (flag(a, "--greedy", NULL)) greedy = true;
         else if (flag(a, "--temperature", NULL)) temp = num_value(a), sampling = true;
@@ -356,11 +379,19 @@ static int cmd_generate(args *a) {
         else if (!placement_flag(a, &lo)) unknown(a);
     }
     if (greedy && sampling) die("generate: --greedy cannot be combined with --temperature/--top-k/--top-p/--min-p");
-    if (!ids_s) die("generate: --ids is required (e.g. --ids 1,2,3)");
+    if (!!ids_s + !!text + !!chat != 1) die("generate: give exactly one of -p TEXT, --chat MSG or --ids 1,2,3");
+    if (system && !chat) die("generate: --system goes with --chat");
     clv_status st = {0};
     int32_t *prompt;
     int n_prompt;
-    if (clv_parse_ids(ids_s, &prompt, &n_prompt, &st)) die_st(&st);
+    clv_tokenizer *tok = NULL;
+    if (ids_s && clv_parse_ids(ids_s, &prompt, &n_prompt, &st)) die_st(&st);
+    if (!ids_s && (!dir || clv_cli_prompt(dir, text, chat, system, &prompt, &n_prompt, &tok, &st))) {
+        if (!dir) die("-m DIR is required");
+        die_st(&st);
+    }
+    clv_tok_stream *ts = NULL;
+    if (tok && clv_tok_stream_new(&ts, tok, true, &st)) die_st(&st);
     if (n_new < 0) {
         /* generation_config.json's max_new_tokens, known only once loaded: peek at it */
         clv_config c0;
@@ -430,7 +461,14 @@ static int cmd_generate(args *a) {
             n_gen[b]++;
             total++;
             if (B == 1 && !json && rank0()) {
-                printf("%s%d", n_gen[b] > 1 ? " " : "", tok);
+                if (ts) { /* text streams out as it is produced, never a broken UTF-8 sequence */
+                    const char *piece;
+                    size_t len;
+                    if (clv_tok_stream_push(ts, tok, &piece, &len, &st)) die_st(&st);
+                    fwrite(piece, 1, len, stdout);
+                } else {
+                    printf("%s%d", n_gen[b] > 1 ? " " : "", tok);
+                }
                 fflush(stdout);
             }
             if ((!ignore_eos && is_eos(&m->cfg, tok)) || n_gen[b] == n_new) {
@@ -445,8 +483,22 @@ static int cmd_generate(args *a) {
     }
     double t2 = clv_now();
     if (!json && rank0()) {
+        if (ts) {
+            const char *piece;
+            size_t len;
+            if (clv_tok_stream_flush(ts, &piece, &len, &st)) die_st(&st);
+            fwrite(piece, 1, len, stdout);
+        }
         if (B == 1 && n_gen[0]) printf("\n");
         for (int b = 0; B > 1 && b < B; b++) {
+            if (tok) {
+                char *out;
+                size_t len;
+                if (clv_tok_decode(tok, &hist[b][n_prompt], n_gen[b], true, &out, &len, &st)) die_st(&st);
+                printf("seq %d: %s\n", b, out);
+                free(out);
+                continue;
+            }
             printf("seq %d:", b);
             for (int i = 0; i < n_gen[b]; i++) printf(" %d", hist[b][n_prompt + i]);
             printf("\n");
@@ -468,6 +520,13 @@ static int cmd_generate(args *a) {
                 for (int i = 0; i < n_gen[b]; i++) cJSON_AddItemToArray(one_seq, cJSON_CreateNumber(hist[b][n_prompt + i]));
                 cJSON_AddItemToArray(all, one_seq);
             }
+        }
+        if (tok) {
+            char *out;
+            size_t len;
+            if (clv_tok_decode(tok, &hist[0][n_prompt], n_gen[0], true, &out, &len, &st)) die_st(&st);
+            cJSON_AddStringToObject(o, "text", out);
+            free(out);
         }
         cJSON_AddNumberToObject(o, "prompt_tokens", n_prompt);
         cJSON_AddNumberToObject(o, "generated_tokens", n_gen[0]);
@@ -498,7 +557,144 @@ static int cmd_generate(args *a) {
     free(smp), free(ss), free(logits), free(hist), free(n_gen), free(one), free(act), free(feed), free(ass), free(alog);
     free(done);
     free(prompt);
+    clv_tok_stream_free(ts);
+    clv_tok_free(tok);
     clv_model_free(m);
+    return finish_ranks(0);
+}
+
+/* ---- chat ------------------------------------------------------------------------ */
+
+static int cmd_chat(args *a) {
+    const char *dir = NULL, *system = NULL;
+    int max_new = 512;
+    clv_load_opts lo = {0};
+    bool greedy = false, sampling = false;
+    double temp = NAN, top_p = NAN, min_p = NAN;
+    int64_t top_k = -1, seed = 0;
+    for (a->i = 2; a->i < a->argc; a->i++) {
+        help_if_asked(a);
+        if (flag(a, "-m", "--model")) dir = value(a);
+        else if (flag(a, "--system", NULL)) system = value(a);
+        else if (flag(a, "-n", "--n-predict")) max_new = (int)int_value(a, 1, 1 << 20);
+        else if (flag(a, "--greedy", NULL)) greedy = true;
+        else if (flag(a, "--temperature", NULL)) temp = num_value(a), sampling = true;
+        else if (flag(a, "--top-k", NULL)) top_k = int_value(a, 0, INT32_MAX), sampling = true;
+        else if (flag(a, "--top-p", NULL)) top_p = num_value(a), sampling = true;
+        else if (flag(a, "--min-p", NULL)) min_p = num_value(a), sampling = true;
+        else if (flag(a, "--seed", NULL)) seed = int_value(a, 0, INT64_MAX);
+        else if (!placement_flag(a, &lo)) unknown(a);
+    }
+    if (!dir) die("chat: -m DIR is required");
+    clv_status st = {0};
+    clv_tokenizer *tok;
+    if (clv_tok_load(&tok, dir, &st)) die_st(&st);
+    const char *tmpl = clv_tok_chat_template(tok);
+    if (!tmpl) die("chat: %s has no chat template (tokenizer_config.json chat_template)", dir);
+    start_ranks(a, &lo);
+    clv_model *m = load_model(dir, &lo);
+    int ctx = lo.ctx ? lo.ctx : clv_model_ctx(m);
+    clv_session *s;
+    if (clv_session_new(&s, m, ctx, &st)) die_st(&st);
+    const clv_gen_config *g = &m->gen;
+    clv_sampler_cfg sc = {.greedy = greedy || (!sampling && !g->do_sample),
+                          .temperature = (float)(isnan(temp) ? g->temperature : temp),
+                          .top_k = (int)(top_k >= 0 ? top_k : g->top_k),
+                          .top_p = (float)(isnan(top_p) ? g->top_p : top_p),
+                          .min_p = (float)(isnan(min_p) ? g->min_p : min_p),
+                          .repetition_penalty = (float)g->repetition_penalty,
+                          .seed = (uint64_t)seed};
+    clv_sampler smp;
+    if (clv_sampler_init(&smp, &sc, m->cfg.vocab, &st)) die_st(&st);
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.vocab);
+    int32_t *cached = malloc(sizeof(int32_t) * (size_t)ctx);
+    int n_cached = 0, n_msgs = 0, cap_msgs = 16;
+    clv_chat_msg *msgs = malloc(sizeof *msgs * (size_t)cap_msgs);
+    char **owned = calloc((size_t)cap_msgs, sizeof(char *));
+    if (!logits || !cached || !msgs || !owned) die("out of memory");
+    if (system) msgs[n_msgs++] = (clv_chat_msg){"system", system};
+    char line[65536];
+    for (;;) {
+        /* rank 0 reads the line and every rank receives it */
+        int32_t len = 0;
+        if (rank0()) {
+            printf("> ");
+            fflush(stdout);
+            if (fgets(line, sizeof line, stdin)) len = (int32_t)strcspn(line, "\n");
+        }
+        if (g_comm && (g_comm->ops->broadcast(g_comm, &len, sizeof len, 0, &st) ||
+                       (len > 0 && g_comm->ops->broadcast(g_comm, line, (size_t)len, 0, &st))))
+            die_st(&st);
+        if (len <= 0) break;
+        line[len] = 0;
+        if (n_msgs + 2 > cap_msgs) {
+            cap_msgs *= 2;
+            msgs = realloc(msgs, sizeof *msgs * (size_t)cap_msgs);
+            owned = realloc(owned, sizeof(char *) * (size_t)cap_msgs);
+            if (!msgs || !owned) die("out of memory");
+        }
+        owned[n_msgs] = strdup(line);
+        msgs[n_msgs] = (clv_chat_msg){"user", owned[n_msgs]};
+        n_msgs++;
+        char *rendered;
+        int32_t *ids;
+        int n;
+        if (clv_tok_apply_chat(tok, tmpl, msgs, n_msgs, true, &rendered, &st) ||
+            clv_tok_encode(tok, rendered, strlen(rendered), false, &ids, &n, &st))
+            die_st(&st);
+        free(rendered);
+        if (n + max_new > ctx) die("chat: the conversation (%d tokens) no longer fits the %d-token context", n, ctx);
+        /* reuse the cache for the common prefix; compute only the rest */
+        int keep = 0;
+        while (keep < n_cached && keep < n - 1 && cached[keep] == ids[keep]) keep++;
+        clv_session_rewind(s, keep);
+        memcpy(cached, ids, sizeof(int32_t) * (size_t)n);
+        n_cached = n;
+        double t0 = clv_now();
+        if (clv_session_eval(s, ids + keep, n - keep, logits, 0, &st)) die_st(&st);
+        free(ids);
+        clv_tok_stream *ts;
+        if (clv_tok_stream_new(&ts, tok, true, &st)) die_st(&st);
+        int produced = 0;
+        double t1 = clv_now();
+        while (produced < max_new) {
+            int32_t t = rank0() ? clv_sampler_next(&smp, logits, cached, n_cached) : 0;
+            if (g_comm && g_comm->ops->broadcast(g_comm, &t, sizeof t, 0, &st)) die_st(&st);
+            produced++;
+            cached[n_cached++] = t;
+            if (is_eos(&m->cfg, t)) break;
+            const char *piece;
+            size_t plen;
+            if (clv_tok_stream_push(ts, t, &piece, &plen, &st)) die_st(&st);
+            if (rank0()) {
+                fwrite(piece, 1, plen, stdout);
+                fflush(stdout);
+            }
+            if (clv_session_eval(s, &t, 1, logits, 0, &st)) die_st(&st);
+        }
+        const char *piece;
+        size_t plen;
+        if (clv_tok_stream_flush(ts, &piece, &plen, &st)) die_st(&st);
+        if (rank0()) fwrite(piece, 1, plen, stdout);
+        double t2 = clv_now();
+        if (rank0()) printf("\n");
+        clv_info("[%d prompt tokens at %.1f tok/s, %d generated at %.1f tok/s]\n", n - keep, (n - keep) / (t1 - t0), produced,
+                 produced / (t2 - t1));
+        /* the answer joins the conversation */
+        char *answer;
+        size_t alen;
+        if (clv_tok_decode(tok, cached + n, n_cached - n, true, &answer, &alen, &st)) die_st(&st);
+        owned[n_msgs] = answer;
+        msgs[n_msgs++] = (clv_chat_msg){"assistant", answer};
+        clv_tok_stream_free(ts);
+    }
+    for (int i = 0; i < n_msgs; i++)
+        if (!(system && i == 0)) free(owned[i]);
+    free(owned), free(msgs), free(cached), free(logits);
+    clv_sampler_free(&smp);
+    clv_session_free(s);
+    clv_model_free(m);
+    clv_tok_free(tok);
     return finish_ranks(0);
 }
 
@@ -865,9 +1061,11 @@ int main(int argc, char **argv) {
         {"generate", cmd_generate, &k_generate_help}, {"logits", cmd_logits, &k_logits_help},
         {"info", cmd_info, &k_info_help},             {"synth", cmd_synth, &k_synth_help},
         {"plan", cmd_plan, &k_plan_help},             {"launch", cmd_launch, &k_launch_help},
+        {"chat", cmd_chat, &k_chat_help},
         {"bench", cmd_bench, &k_bench_help},
     };
     if (strcmp(argv[1], "import-gguf") == 0) return clv_cli_import_gguf(argc - 1, argv + 1);
+    if (strcmp(argv[1], "tokenize") == 0) return clv_cli_tokenize(argc, argv);
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(argv[1], cmds[i].name) == 0) {
             args a = {argc, 2, argv, cmds[i].name, *cmds[i].help};

@@ -1,6 +1,9 @@
 /* Loading: config -> plan -> bind tensors in place -> backends. */
 #include <math.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -76,6 +79,11 @@ int clv_model_bind(clv_model *m, clv_status *st) {
                 vp[k] = t->dtype == CLV_DT_F32    ? ((const float *)data)[k]
                         : t->dtype == CLV_DT_BF16 ? clv_bf16_to_f32(((const uint16_t *)data)[k])
                                                   : clv_f16_to_f32(((const uint16_t *)data)[k]);
+            /* with --dtype, 1-D weights take that dtype's rounding too, as transformers' dtype= does */
+            if (m->want_dt == CLV_DT_BF16)
+                for (int k = 0; k < len; k++) vp[k] = clv_bf16_to_f32(clv_f32_to_bf16(vp[k]));
+            else if (m->want_dt == CLV_DT_F16)
+                for (int k = 0; k < len; k++) vp[k] = clv_f16_to_f32(clv_f32_to_f16(vp[k]));
             const float *v = vp;
             vp += len;
             if (d->layer < 0) {
@@ -172,6 +180,8 @@ void clv_model_sizes(const clv_model *m, int max_t, clv_module_sizes *ms) {
     for (int i = 0; i < n; i++) {
         const clv_st_tensor *t = clv_st_find(&m->st, d[i].name);
         uint64_t b = t ? t->end - t->begin : 0;
+        if (t && d[i].ndim == 2 && m->want_dt != CLV_DT_COUNT) /* planned as it will be held */
+            b = (uint64_t)clv_st_numel(t) * clv_dtype_size(m->want_dt);
         switch (d[i].slot) {
         case CLV_W_EMBED: ms->embed += b; break;
         case CLV_W_NORM: ms->norm += b; break;
@@ -248,6 +258,138 @@ static int make_plan(clv_model *m, const clv_load_opts *o, clv_status *st) {
     return rc;
 }
 
+/* ---- --dtype: weights converted at load ------------------------------------------- */
+
+static void convert_rows(void *dst, clv_dtype dd, const void *src, clv_dtype sd, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = sd == CLV_DT_F32    ? ((const float *)src)[i]
+                  : sd == CLV_DT_BF16 ? clv_bf16_to_f32(((const uint16_t *)src)[i])
+                                      : clv_f16_to_f32(((const uint16_t *)src)[i]);
+        if (dd == CLV_DT_F32) ((float *)dst)[i] = v;
+        else if (dd == CLV_DT_BF16) ((uint16_t *)dst)[i] = clv_f32_to_bf16(v);
+        else ((uint16_t *)dst)[i] = clv_f32_to_f16(v);
+    }
+}
+
+static bool on_disk(const clv_model *m, int dev) { return m->plan.devices[dev].kind == CLV_DEV_DISK; }
+
+/* The matrix a tensor descriptor binds to, and the plan device it lives on. */
+static clv_mat *mat_of(clv_model *m, const clv_wdesc *d, int *dev) {
+    const clv_plan *p = &m->plan;
+    if (d->slot == CLV_W_EMBED) return *dev = p->embed_dev, &m->embed;
+    if (d->slot == CLV_W_LM_HEAD) return *dev = p->head_dev, &m->lm_head;
+    clv_layer_w *L = &m->layers[d->layer];
+    *dev = p->layer_dev[d->layer];
+    switch (d->slot) {
+    case CLV_W_Q: return &L->q;
+    case CLV_W_K: return &L->k;
+    case CLV_W_V: return &L->v;
+    case CLV_W_O: return &L->o;
+    case CLV_W_GATE: return &L->gate;
+    case CLV_W_UP: return &L->up;
+    case CLV_W_DOWN: return &L->down;
+    default: return NULL;
+    }
+}
+
+typedef struct { const clv_model *m; const clv_st_tensor **src; } fill_ctx;
+
+static int fill_converted(void *ctx, int i, void *buf, size_t bytes, clv_status *st) {
+    const fill_ctx *f = ctx;
+    const clv_st_tensor *t = f->src[i];
+    size_t n = (size_t)clv_st_numel(t);
+    if (bytes != n * clv_dtype_size(f->m->want_dt)) return clv_fail(st, CLV_EINVAL, "offload: size mismatch for %s", t->name);
+    convert_rows(buf, f->m->want_dt, clv_st_data(&f->m->st, t), t->dtype, n);
+    return 0;
+}
+
+static int convert_weights(clv_model *m, const clv_load_opts *o, clv_status *st) {
+    if (m->want_dt == CLV_DT_COUNT) return 0;
+    const clv_config *c = &m->cfg;
+    int cap = clv_arch_max_tensors(c), rc = 0, n_disk = 0;
+    clv_wdesc *d = calloc((size_t)cap, sizeof *d);
+    clv_st_wtensor *wt = calloc((size_t)cap, sizeof *wt);
+    const clv_st_tensor **src = calloc((size_t)cap, sizeof *src);
+    if (!d || !wt || !src) {
+        rc = clv_fail(st, CLV_ENOMEM, "out of memory");
+        goto done;
+    }
+    int n = clv_arch_tensors(c, d, cap);
+    uint64_t disk_bytes = 0;
+    bool disk_needs = false;
+    for (int i = 0; i < n; i++) {
+        int dev;
+        clv_mat *w = d[i].ndim == 2 ? mat_of(m, &d[i], &dev) : NULL;
+        if (!w) continue;
+        const clv_st_tensor *t = clv_st_find(&m->st, d[i].name);
+        if (on_disk(m, dev)) {
+            /* every disk-tier matrix goes to the offload file, so streaming reads one set */
+            src[n_disk] = t;
+            wt[n_disk++] = (clv_st_wtensor){t->name, m->want_dt, 2, {t->shape[0], t->shape[1]}, NULL};
+            disk_bytes += (uint64_t)clv_st_numel(t) * clv_dtype_size(m->want_dt);
+            disk_needs |= t->dtype != m->want_dt;
+            continue;
+        }
+        if (w->dt == m->want_dt) continue;
+        size_t numel = (size_t)w->rows * (size_t)w->cols;
+        void *buf = clv_alloc(numel * clv_dtype_size(m->want_dt));
+        void **ow = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
+        if (!buf || !ow) {
+            clv_free(buf);
+            if (ow) m->owned = ow;
+            rc = clv_fail(st, CLV_ENOMEM, "out of memory converting %s to %s", t->name, clv_dtype_name(m->want_dt));
+            goto done;
+        }
+        m->owned = ow;
+        m->owned[m->n_owned++] = buf;
+        convert_rows(buf, m->want_dt, w->data, w->dt, numel);
+        /* the source pages were only needed for this: let them go */
+        uintptr_t a = (uintptr_t)w->data & ~(uintptr_t)4095;
+        madvise((void *)a, (uintptr_t)w->data + numel * clv_dtype_size(w->dt) - a, MADV_DONTNEED);
+        bool tied = d[i].slot == CLV_W_EMBED && m->lm_head.data == w->data;
+        w->data = buf;
+        w->dt = m->want_dt;
+        if (tied) m->lm_head = *w;
+    }
+    if (!disk_needs) goto done; /* disk-tier weights already in the right dtype: read in place */
+    const char *folder = o ? o->offload_folder : NULL;
+    if (!folder || !*folder) {
+        rc = clv_fail(st, CLV_EINVAL, "disk-tier weights must be converted to %s (%.1f MB): give --offload-folder DIR",
+                      clv_dtype_name(m->want_dt), disk_bytes / 1e6);
+        goto done;
+    }
+    char sub[4096], path[4200];
+    snprintf(sub, sizeof sub, "%s/cleave-%s", folder, clv_dtype_name(m->want_dt));
+    if ((mkdir(folder, 0755) != 0 && errno != EEXIST) || (mkdir(sub, 0755) != 0 && errno != EEXIST) ||
+        access(sub, W_OK) != 0) {
+        rc = clv_fail(st, CLV_EIO, "--offload-folder %s: cannot be written: %s", folder, strerror(errno));
+        goto done;
+    }
+    struct statvfs vs;
+    if (statvfs(sub, &vs) == 0 && (uint64_t)vs.f_bavail * vs.f_frsize < disk_bytes + (1u << 20)) {
+        rc = clv_fail(st, CLV_EIO, "--offload-folder %s: %.1f MB of converted weights needed, %.1f MB free", folder,
+                      disk_bytes / 1e6, (double)vs.f_bavail * vs.f_frsize / 1e6);
+        goto done;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", sub);
+    fill_ctx fc = {m, src};
+    if ((rc = clv_st_write_cb(path, wt, n_disk, "pt", fill_converted, &fc, st))) goto done;
+    if ((rc = clv_st_open_dir(&m->offload, sub, st))) goto done;
+    clv_info("wrote %.1f MB of disk-tier weights as %s to %s\n", disk_bytes / 1e6, clv_dtype_name(m->want_dt), path);
+    /* the matrices of disk-tier modules now describe the converted tensors */
+    for (int i = 0; i < n; i++) {
+        int dev;
+        clv_mat *w = d[i].ndim == 2 ? mat_of(m, &d[i], &dev) : NULL;
+        if (w && on_disk(m, dev)) w->dt = m->want_dt;
+    }
+    if (m->plan.tied && on_disk(m, m->plan.embed_dev)) m->lm_head.dt = m->want_dt;
+done:
+    free(d);
+    free(wt);
+    free(src);
+    return rc;
+}
+
 /* Disk-tier modules become stream units, in the order a forward pass uses them. */
 static int make_units(clv_model *m, const clv_load_opts *o, clv_status *st) {
     const clv_plan *p = &m->plan;
@@ -271,21 +413,23 @@ static int make_units(clv_model *m, const clv_load_opts *o, clv_status *st) {
             if (d[i].layer == l && d[i].ndim == 2) {
                 CLV_ASSERT(m->units[u].n < CLV_STREAM_MAX_TENSORS);
                 m->unit_map[u].slot[m->units[u].n] = d[i].slot;
-                m->units[u].t[m->units[u].n++] = clv_st_find(&m->st, d[i].name);
+                m->units[u].t[m->units[u].n++] = clv_st_find(m->offload.n_files ? &m->offload : &m->st, d[i].name);
             }
     }
     if (p->devices[p->head_dev].kind == CLV_DEV_DISK) {
         int u = m->n_units++;
         m->head_unit = u;
         m->unit_map[u].layer = -1;
-        const clv_st_tensor *t = clv_st_find(&m->st, "lm_head.weight");
-        if (!t) t = clv_st_find(&m->st, "model.embed_tokens.weight");
+        const clv_st_set *set = m->offload.n_files ? &m->offload : &m->st;
+        const clv_st_tensor *t = clv_st_find(set, "lm_head.weight");
+        if (!t) t = clv_st_find(set, "model.embed_tokens.weight");
         m->unit_map[u].slot[0] = CLV_W_LM_HEAD;
         m->units[u].t[m->units[u].n++] = t;
     }
     free(d);
     if (!m->n_units) return 0;
-    return clv_streamer_new(&m->streamer, &m->st, m->units, m->n_units, !(o && o->no_prefetch), st);
+    const clv_st_set *set = m->offload.n_files ? &m->offload : &m->st;
+    return clv_streamer_new(&m->streamer, set, m->units, m->n_units, !(o && o->no_prefetch), st);
 }
 
 int clv_model_layer_acquire(clv_model *m, int l, clv_layer_w *tmp, const clv_layer_w **out, clv_status *st) {
@@ -447,6 +591,16 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
                       m->cfg.head_dim, CLV_MAX_HEAD_DIM);
         goto fail;
     }
+    m->want_dt = CLV_DT_COUNT;
+    if (opts && opts->dtype && *opts->dtype && strcmp(opts->dtype, "auto") != 0) {
+        if (strcmp(opts->dtype, "f32") == 0) m->want_dt = CLV_DT_F32;
+        else if (strcmp(opts->dtype, "bf16") == 0) m->want_dt = CLV_DT_BF16;
+        else if (strcmp(opts->dtype, "f16") == 0) m->want_dt = CLV_DT_F16;
+        else {
+            rc = clv_fail(st, CLV_EINVAL, "--dtype '%s': expected auto, f32, bf16 or f16", opts->dtype);
+            goto fail;
+        }
+    }
     if ((rc = clv_topology_detect(&m->topo, st))) goto fail;
     if ((rc = clv_st_open_dir(&m->st, dir, st))) goto fail;
     /* the mesh: pp stages of consecutive layers, each over a tp group of ranks;
@@ -484,6 +638,7 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
     } else {
         m->rank_bytes = m->weight_bytes;
     }
+    if ((rc = convert_weights(m, opts, st))) goto fail;
     if ((rc = make_units(m, opts, st))) goto fail;
     for (int d = 0; d < m->plan.n_devices; d++) {
         const clv_device *dev = &m->plan.devices[d];
@@ -521,6 +676,7 @@ void clv_model_free(clv_model *m) {
     free(m->unit_map);
     free(m->layer_unit);
     clv_st_close(&m->st);
+    clv_st_close(&m->offload);
     clv_free(m->vec_arena);
     free(m->layers);
     free(m);

@@ -47,6 +47,8 @@ struct clv_model {
     int *layer_unit;                /* [n_layers] unit index, -1 if resident */
     int head_unit;                  /* -1 if resident */
     int prefill_chunk;
+    clv_dtype want_dt;              /* --dtype; CLV_DT_COUNT: as stored */
+    clv_st_set offload;             /* converted disk-tier weights (n_files 0: none) */
     /* tensor parallelism */
     clv_tp_plan tp;
     clv_comm *comm;                 /* not owned */

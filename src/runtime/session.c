@@ -44,8 +44,7 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
                       m->tp.head_sharded ? T * (size_t)c->vocab : 1};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         if (!(*bufs[i] = be0->ops->alloc(be0, sizeof(float) * sizes[i]))) goto oom;
-    if (m->plan.devices[m->plan.embed_dev].kind == CLV_DEV_DISK &&
-        !(s->embed_row = clv_alloc(clv_dtype_size(m->embed.dt) * (size_t)c->hidden)))
+    if (m->plan.devices[m->plan.embed_dev].kind == CLV_DEV_DISK && !(s->embed_row = clv_alloc(8 * (size_t)c->hidden)))
         goto oom;
     s->rope_cos = clv_alloc(sizeof(float) * (size_t)ctx * half);
     s->rope_sin = clv_alloc(sizeof(float) * (size_t)ctx * half);
@@ -90,6 +89,11 @@ void clv_session_free(clv_session *s) {
 }
 
 void clv_session_reset(clv_session *s) { s->pos = 0; }
+
+void clv_session_rewind(clv_session *s, int pos) {
+    /* the cache rows past pos are simply overwritten by what comes next */
+    if (pos >= 0 && pos < s->pos) s->pos = pos;
+}
 
 /* One layer over T tokens at positions s->pos .. s->pos+T-1; x is updated in
  * place. With tensor parallelism a split block computes this rank's heads (or
@@ -182,9 +186,10 @@ static int head_forward(clv_session *s, const clv_mat *head, int T, float *out, 
 
 static int embed_from_disk(clv_session *s, int id, float *out, clv_status *st) {
     const clv_model *m = s->m;
-    const clv_st_tensor *t = clv_st_find(&m->st, "model.embed_tokens.weight");
+    const clv_st_set *set = m->offload.n_files ? &m->offload : &m->st;
+    const clv_st_tensor *t = clv_st_find(set, "model.embed_tokens.weight");
     size_t row = clv_dtype_size(t->dtype) * (size_t)m->cfg.hidden;
-    const clv_st_file *f = &m->st.files[t->file];
+    const clv_st_file *f = &set->files[t->file];
     if (pread(f->fd, s->embed_row, row, (off_t)(t->begin + (uint64_t)id * row)) != (ssize_t)row)
         return clv_fail(st, CLV_EIO, "%s: cannot read embedding row %d", f->path, id);
     clv_mat one = {s->embed_row, t->dtype, 1, m->cfg.hidden};
