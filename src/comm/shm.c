@@ -139,7 +139,25 @@ static bool group_range(const clv_comm *c, int group, int *r0, int *r1) {
     return c->rank >= *r0 && c->rank < *r1;
 }
 
-static int shm_allreduce(clv_comm *c, float *buf, size_t n, int group, clv_status *st) {
+/* Publish `in` in chunks of a slot; once every rank has published, members of
+ * the group combine the group's slots into `out` (sum, or gather). */
+typedef void (*combine_fn)(shm_impl *im, int g0, int g1, float *out, size_t off, size_t k, size_t n);
+
+static void combine_sum(shm_impl *im, int g0, int g1, float *out, size_t off, size_t k, size_t n) {
+    (void)n;
+    memcpy(out + off, slot_of(im, g0, im->seq), k * sizeof(float));
+    for (int r = g0 + 1; r < g1; r++) {
+        const float *sr = (const float *)slot_of(im, r, im->seq);
+        for (size_t i = 0; i < k; i++) out[off + i] += sr[i];
+    }
+}
+
+static void combine_gather(shm_impl *im, int g0, int g1, float *out, size_t off, size_t k, size_t n) {
+    for (int r = g0; r < g1; r++) memcpy(out + (size_t)(r - g0) * n + off, slot_of(im, r, im->seq), k * sizeof(float));
+}
+
+static int exchange(clv_comm *c, const float *in, float *out, size_t n, int group, const char *what, combine_fn combine,
+                    clv_status *st) {
     shm_impl *im = c->impl;
     int g0, g1;
     bool member = group_range(c, group, &g0, &g1);
@@ -147,39 +165,22 @@ static int shm_allreduce(clv_comm *c, float *buf, size_t n, int group, clv_statu
     for (size_t off = 0; off < n; off += cap) {
         size_t k = n - off < cap ? n - off : cap;
         int rc;
-        if ((rc = begin_op(c, "all-reduce", st))) return rc;
-        if (member) memcpy(slot_of(im, c->rank, im->seq), buf + off, k * sizeof(float));
+        if ((rc = begin_op(c, what, st))) return rc;
+        if (member) memcpy(slot_of(im, c->rank, im->seq), in + off, k * sizeof(float));
         publish(c);
-        if ((rc = wait_for(c, 0, im->seq, -1, "all-reduce", st))) return rc;
-        if (member) {
-            memcpy(buf + off, slot_of(im, g0, im->seq), k * sizeof(float));
-            for (int r = g0 + 1; r < g1; r++) {
-                const float *sr = (const float *)slot_of(im, r, im->seq);
-                for (size_t i = 0; i < k; i++) buf[off + i] += sr[i];
-            }
-        }
+        if ((rc = wait_for(c, 0, im->seq, -1, what, st))) return rc;
+        if (member) combine(im, g0, g1, out, off, k, n);
         finish(c);
     }
     return 0;
 }
 
+static int shm_allreduce(clv_comm *c, float *buf, size_t n, int group, clv_status *st) {
+    return exchange(c, buf, buf, n, group, "all-reduce", combine_sum, st);
+}
+
 static int shm_allgather(clv_comm *c, const float *in, float *out, size_t n, int group, clv_status *st) {
-    shm_impl *im = c->impl;
-    int g0, g1;
-    bool member = group_range(c, group, &g0, &g1);
-    size_t cap = im->hdr->slot_bytes / sizeof(float);
-    for (size_t off = 0; off < n; off += cap) {
-        size_t k = n - off < cap ? n - off : cap;
-        int rc;
-        if ((rc = begin_op(c, "all-gather", st))) return rc;
-        if (member) memcpy(slot_of(im, c->rank, im->seq), in + off, k * sizeof(float));
-        publish(c);
-        if ((rc = wait_for(c, 0, im->seq, -1, "all-gather", st))) return rc;
-        for (int r = g0; member && r < g1; r++)
-            memcpy(out + (size_t)(r - g0) * n + off, slot_of(im, r, im->seq), k * sizeof(float));
-        finish(c);
-    }
-    return 0;
+    return exchange(c, in, out, n, group, "all-gather", combine_gather, st);
 }
 
 static int shm_broadcast(clv_comm *c, void *buf, size_t bytes, int root, clv_status *st) {
