@@ -196,7 +196,7 @@ typedef struct module {
     char name[48];
 } module;
 
-static int build_modules(const clv_config *c, const clv_module_sizes *ms, int ctx, module *m) {
+static int build_modules(const clv_config *c, const clv_module_sizes *ms, int ctx, bool rotary, module *m) {
     int n = 0;
     m[n++] = (module){CLV_MOD_EMBED, -1, ms->embed, 0, "model.embed_tokens"};
     for (int l = 0; l < c->n_layers; l++) {
@@ -205,6 +205,8 @@ static int build_modules(const clv_config *c, const clv_module_sizes *ms, int ct
         n++;
     }
     m[n++] = (module){CLV_MOD_NORM, -1, ms->norm, 0, "model.norm"};
+    /* transformers counts model.rotary_emb's float32 buffers, between the norm and the head */
+    if (rotary) m[n++] = (module){CLV_MOD_ROTARY, -1, ms->rotary, 0, "model.rotary_emb"};
     if (!c->tie_embeddings) m[n++] = (module){CLV_MOD_HEAD, -1, ms->head, 0, "lm_head"};
     return n;
 }
@@ -214,6 +216,7 @@ static int *module_slot(clv_plan *p, const module *m) {
     case CLV_MOD_EMBED: return &p->embed_dev;
     case CLV_MOD_LAYER: return &p->layer_dev[m->layer];
     case CLV_MOD_NORM: return &p->norm_dev;
+    case CLV_MOD_ROTARY: return &p->rotary_dev;
     default: return &p->head_dev;
     }
 }
@@ -257,8 +260,9 @@ static int check_device(clv_device d, const clv_topology *t, clv_status *st) {
     return 0;
 }
 
-/* get_balanced_memory: cap every compute device but the last at an even share
- * plus a buffer of 1.25 x max(largest layer, mean leaf module); with low_0,
+/* get_balanced_memory (transformers 5.x): cap every compute device but the last
+ * at an even share plus a buffer of 1.25 x max(largest layer, largest leaf
+ * module); with low_0,
  * device 0 only takes what the others cannot. */
 static void balance(const clv_plan *p, uint64_t *cap_out, const module *m, int nm, const clv_module_sizes *ms, bool low0) {
     uint64_t *budget = cap_out;
@@ -272,7 +276,7 @@ static void balance(const clv_plan *p, uint64_t *cap_out, const module *m, int n
         if (m[i].kind == CLV_MOD_LAYER && m[i].w + m[i].kv > largest_layer) largest_layer = m[i].w + m[i].kv;
     }
     uint64_t per = total / (uint64_t)(low0 ? n - 1 : n);
-    uint64_t buffer = largest_layer > ms->leaf_mean ? largest_layer : ms->leaf_mean;
+    uint64_t buffer = largest_layer > ms->leaf_max ? largest_layer : ms->leaf_max;
     per += (uint64_t)(1.25 * (double)buffer);
     for (int k = 0; k < n - 1; k++) {
         uint64_t cap = low0 && k == 0 ? budget[idx[0]] : per;
@@ -452,7 +456,8 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
     p->norm_bytes = ms->norm;
     p->head_bytes = ms->head;
     module m[CLV_MAX_LAYERS + 4];
-    int nm = build_modules(c, ms, req->accelerate_compat ? 0 : ctx, m), rc;
+    bool planned = req->mode != CLV_MAP_EXPLICIT && req->mode != CLV_MAP_DEVICE;
+    int nm = build_modules(c, ms, req->accelerate_compat ? 0 : ctx, req->accelerate_compat && planned, m), rc;
     int assign_dev[CLV_MAX_LAYERS + 4];
 
     if (req->mode == CLV_MAP_EXPLICIT) {

@@ -54,7 +54,8 @@ typedef enum clv_map_mode {
 } clv_map_mode;
 
 /* The modules a device map assigns, in Hugging Face's order. */
-typedef enum clv_module_kind { CLV_MOD_EMBED, CLV_MOD_LAYER, CLV_MOD_NORM, CLV_MOD_HEAD } clv_module_kind;
+typedef enum clv_module_kind { CLV_MOD_EMBED, CLV_MOD_LAYER, CLV_MOD_NORM, CLV_MOD_HEAD,
+                               CLV_MOD_ROTARY /* model.rotary_emb: buffers only, --accelerate-compat */ } clv_module_kind;
 
 typedef struct clv_plan_request {
     clv_map_mode mode;
@@ -77,6 +78,7 @@ typedef struct clv_plan {
     int n_layers;
     int layer_dev[CLV_MAX_LAYERS]; /* index into devices: where the layer's weights live */
     int embed_dev, norm_dev, head_dev;
+    int rotary_dev;                /* where Accelerate puts model.rotary_emb (--accelerate-compat; unused) */
     bool tied;
     int ctx, max_t;
     /* accounting per device */
@@ -90,7 +92,9 @@ typedef struct clv_plan {
 typedef struct clv_module_sizes {
     int n_layers;
     uint64_t layer[CLV_MAX_LAYERS], embed, norm, head; /* head 0 when tied */
-    uint64_t leaf_mean;       /* mean size of leaf modules (Linear, Embedding, norms) */
+    uint64_t leaf_max;        /* largest leaf module: a Linear with its bias, the Embedding, a norm */
+    uint64_t rotary;          /* model.rotary_emb's buffers as transformers counts them: inv_freq and
+                                 original_inv_freq, float32, ceil(head_dim/2) each */
     uint64_t kv_per_token_layer;
     uint64_t scratch_per_token, scratch_fixed;
 } clv_module_sizes;

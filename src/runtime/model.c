@@ -175,8 +175,6 @@ void clv_model_sizes(const clv_model *m, int max_t, clv_module_sizes *ms) {
     CLV_CHECK(d != NULL, "calloc");
     int n = clv_arch_tensors(c, d, cap);
     /* leaf modules (Linear, Embedding, norms; a bias belongs to its Linear), for balancing */
-    uint64_t leaf_sum = 0;
-    int leaves = 0;
     for (int i = 0; i < n; i++) {
         const clv_st_tensor *t = clv_st_find(&m->st, d[i].name);
         uint64_t b = t ? t->end - t->begin : 0;
@@ -191,11 +189,20 @@ void clv_model_sizes(const clv_model *m, int max_t, clv_module_sizes *ms) {
         bool is_bias = d[i].slot == CLV_W_Q_BIAS || d[i].slot == CLV_W_K_BIAS || d[i].slot == CLV_W_V_BIAS ||
                        d[i].slot == CLV_W_O_BIAS || d[i].slot == CLV_W_GATE_BIAS || d[i].slot == CLV_W_UP_BIAS ||
                        d[i].slot == CLV_W_DOWN_BIAS;
-        leaf_sum += b;
-        leaves += !is_bias;
+        if (!is_bias) { /* the module owning this weight: add its bias, if it has one */
+            uint64_t leaf = b;
+            size_t nl = strlen(d[i].name);
+            if (nl > 7 && strcmp(d[i].name + nl - 7, ".weight") == 0) {
+                char bias[sizeof d[i].name + 8];
+                snprintf(bias, sizeof bias, "%.*s.bias", (int)(nl - 7), d[i].name);
+                const clv_st_tensor *bt = clv_st_find(&m->st, bias);
+                if (bt) leaf += bt->end - bt->begin;
+            }
+            if (leaf > ms->leaf_max) ms->leaf_max = leaf;
+        }
     }
     free(d);
-    ms->leaf_mean = leaves ? leaf_sum / (uint64_t)leaves : 0;
+    ms->rotary = 2 * sizeof(float) * (uint64_t)((c->head_dim + 1) / 2);
     const uint64_t H = (uint64_t)c->hidden, qd = (uint64_t)c->n_heads * c->head_dim,
                    kvd = (uint64_t)c->n_kv_heads * c->head_dim, I = (uint64_t)c->intermediate;
     ms->kv_per_token_layer = 2 * kvd * sizeof(float);
