@@ -431,6 +431,9 @@ run "tp/err-kv-heads-not-divisible" expect_fail "num_key_value_heads 3 is not di
 
 # ---- MPI: mpirun -np N, and ranks on two "hosts" (network namespaces) -------------------
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# Under ASan, Open MPI's dlopen'ed components leak by design and cannot be named
+# in a suppression (their frames are unloaded): leak checks stay on everywhere else.
+mpirun() { if [[ -n $SANITIZED ]]; then ASAN_OPTIONS=detect_leaks=0 command mpirun "$@"; else command mpirun "$@"; fi; }
 mpi_case() { # mpi_case NAME FLAGS N
     local name=$1 n=$3 d=$TMP/tp-$1 V
     command -v mpirun >/dev/null || { echo "skipped: mpirun not installed"; return 0; }
