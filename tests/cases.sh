@@ -49,6 +49,7 @@ SYNTH_CASES=(
     "qwen3-bf16-headdim-yarn-sharded|--arch qwen3 --hidden 48 --layers 2 --heads 4 --kv-heads 2 --head-dim 24 --intermediate 96 --vocab 110 --dtype bf16 --rope-scaling yarn --rope-factor 4 --rope-orig-max-pos 16 --rope-theta 1000 --shards 3|12"
     "qwen3-f16-window4|--arch qwen3 --hidden 32 --layers 2 --heads 4 --kv-heads 4 --intermediate 64 --vocab 80 --dtype f16 --sliding-window 4|12"
     "llama-bf16-long-prompt|--arch llama --hidden 32 --layers 1 --heads 2 --kv-heads 1 --intermediate 48 --vocab 64 --dtype bf16|600"
+    "phi3-f16-fused-window3|--arch phi3 --hidden 48 --layers 2 --heads 4 --kv-heads 2 --intermediate 80 --vocab 100 --dtype f16 --sliding-window 3|10"
 )
 prompt_ids() { # prompt_ids N VOCAB SEED: deterministic ids avoiding 2 (eos)
     python3 -c "import sys; n,v,s=map(int,sys.argv[1:]); print(','.join(str(3 + (i*7919 + s*104729) % (v-3)) for i in range(n)))" "$@"
@@ -299,6 +300,7 @@ TP_CASES=(
     "qwen2-bias-tied|--arch qwen2 --hidden 48 --layers 2 --heads 6 --kv-heads 3 --intermediate 96 --vocab 126 --dtype bf16 --tie|3 6"
     "qwen3-headdim|--arch qwen3 --hidden 48 --layers 2 --heads 4 --kv-heads 1 --head-dim 16 --intermediate 64 --vocab 128 --dtype f16|2 4"
     "llama-bias-f32|--arch llama --hidden 32 --layers 3 --heads 4 --kv-heads 4 --intermediate 48 --vocab 64 --dtype f32 --attention-bias|1 2 4"
+    "phi3-fused|--arch phi3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 96 --vocab 128 --dtype bf16|2 4"
 )
 TP_IDS=3,4,5,6,7,8,9,10,11,12
 tp_case() { # tp_case NAME FLAGS N [extra flags]
@@ -427,6 +429,15 @@ tp_vocab() {
     expect_fail "lm_head: vocab_size 65 is not divisible by --tp 2" "$CLEAVE" logits -m "$TMP/tpvv" --ids 1 --out "$TMP/x" --tp 2
 }
 run "tp/err-vocab-not-divisible" tp_vocab
+tp_packed_plan() { # fused tensors split part by part, from a manual plan
+    printf '{"model.layers.*.self_attn.qkv_proj": "packed_colwise", "model.layers.*.self_attn.o_proj": "rowwise",
+             "model.layers.*.mlp.gate_up_proj": "packed_colwise", "model.layers.*.mlp.down_proj": "rowwise", "lm_head": "colwise_rep"}\n' >"$TMP/packed.json"
+    tp_case phi3-fused "" 2 --tp-plan "$TMP/packed.json"
+}
+run "tp/packed-colwise-plan" tp_packed_plan
+packed_err() { printf '%s\n' "$2" >"$TMP/bad-packed.json"; expect_fail "$1" "$CLEAVE" logits -m "$TMP/tp-phi3-fused" --ids 1 --out "$TMP/x" --tp 2 --tp-plan "$TMP/bad-packed.json"; }
+run "tp/err-colwise-on-packed" packed_err "a plain split would cut across its parts" '{"model.layers.*.self_attn.qkv_proj": "colwise", "model.layers.*.self_attn.o_proj": "rowwise"}'
+run "tp/err-rowwise-on-packed" packed_err "packed_colwise or replicate" '{"model.layers.*.mlp.gate_up_proj": "packed_rowwise", "model.layers.*.mlp.down_proj": "rowwise"}'
 run "tp/err-kv-heads-not-divisible" expect_fail "num_key_value_heads 3 is not divisible by --tp 2" "$CLEAVE" logits -m "$TPV" --ids 1 --out "$TMP/x" --tp 2
 
 # ---- MPI: mpirun -np N, and ranks on two "hosts" (network namespaces) -------------------

@@ -131,7 +131,7 @@ static const char *k_chat_help =
     "Sampling flags as for generate (default: generation_config.json).\n";
 
 static const char *k_synth_help =
-    "usage: cleave synth --arch llama|mistral|qwen2|qwen3 --hidden H --layers L --heads N\n"
+    "usage: cleave synth --arch llama|mistral|qwen2|qwen3|phi3 --hidden H --layers L --heads N\n"
     "                    --kv-heads K --intermediate I --vocab V --dtype f32|bf16|f16\n"
     "                    --seed S --out DIR [--shards N] [--tie] [--head-dim D]\n"
     "                    [--max-pos P] [--rope-scaling linear|llama3|yarn --rope-factor F\n"
@@ -898,10 +898,10 @@ static int cmd_synth(args *a) {
         help_if_asked(a);
         if (flag(a, "--arch", NULL)) {
             const char *v = value(a);
-            static const char *names[] = {"llama", "mistral", "qwen2", "qwen3"};
+            static const char *names[] = {"llama", "mistral", "qwen2", "qwen3", "phi3"};
             int k = 0;
-            while (k < 4 && strcmp(v, names[k])) k++;
-            if (k == 4) die("synth --arch: '%s' is not one of llama, mistral, qwen2, qwen3", v);
+            while (k < 5 && strcmp(v, names[k])) k++;
+            if (k == 5) die("synth --arch: '%s' is not one of llama, mistral, qwen2, qwen3, phi3", v);
             o.arch = (clv_arch)k;
             have_arch = true;
         } else if (flag(a, "--hidden", NULL)) o.hidden = (int)int_value(a, 1, 1 << 16);

@@ -22,6 +22,8 @@ static const char *k_layer_names[CLV_W_COUNT] = {
     [CLV_W_GATE_BIAS] = "mlp.gate_proj.bias",
     [CLV_W_UP_BIAS] = "mlp.up_proj.bias",
     [CLV_W_DOWN_BIAS] = "mlp.down_proj.bias",
+    [CLV_W_QKV] = "self_attn.qkv_proj.weight",
+    [CLV_W_GATE_UP] = "mlp.gate_up_proj.weight",
 };
 
 const char *clv_wslot_name(clv_wslot s) {
@@ -53,9 +55,13 @@ int clv_arch_tensors(const clv_config *c, clv_wdesc *out, int cap) {
     put(&out[n++], CLV_W_EMBED, -1, c->vocab, H);
     for (int l = 0; l < c->n_layers; l++) {
         put(&out[n++], CLV_W_ATTN_NORM, l, H, 0);
-        put(&out[n++], CLV_W_Q, l, qd, H);
-        put(&out[n++], CLV_W_K, l, kvd, H);
-        put(&out[n++], CLV_W_V, l, kvd, H);
+        if (c->fused) {
+            put(&out[n++], CLV_W_QKV, l, qd + 2 * kvd, H);
+        } else {
+            put(&out[n++], CLV_W_Q, l, qd, H);
+            put(&out[n++], CLV_W_K, l, kvd, H);
+            put(&out[n++], CLV_W_V, l, kvd, H);
+        }
         put(&out[n++], CLV_W_O, l, H, qd);
         if (c->qkv_bias) {
             put(&out[n++], CLV_W_Q_BIAS, l, qd, 0);
@@ -68,8 +74,12 @@ int clv_arch_tensors(const clv_config *c, clv_wdesc *out, int cap) {
             put(&out[n++], CLV_W_K_NORM, l, c->head_dim, 0);
         }
         put(&out[n++], CLV_W_FFN_NORM, l, H, 0);
-        put(&out[n++], CLV_W_GATE, l, I, H);
-        put(&out[n++], CLV_W_UP, l, I, H);
+        if (c->fused) {
+            put(&out[n++], CLV_W_GATE_UP, l, 2 * I, H);
+        } else {
+            put(&out[n++], CLV_W_GATE, l, I, H);
+            put(&out[n++], CLV_W_UP, l, I, H);
+        }
         put(&out[n++], CLV_W_DOWN, l, H, I);
         if (c->mlp_bias) {
             put(&out[n++], CLV_W_GATE_BIAS, l, I, 0);

@@ -14,6 +14,7 @@ typedef enum clv_wslot {
     CLV_W_Q_NORM, CLV_W_K_NORM,
     CLV_W_FFN_NORM, CLV_W_GATE, CLV_W_UP, CLV_W_DOWN,
     CLV_W_GATE_BIAS, CLV_W_UP_BIAS, CLV_W_DOWN_BIAS,
+    CLV_W_QKV, CLV_W_GATE_UP, /* fused (Phi-3): [q; k; v] and [gate; up] rows */
     CLV_W_COUNT
 } clv_wslot;
 #define CLV_W_FIRST_LAYER_SLOT CLV_W_ATTN_NORM

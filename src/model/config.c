@@ -12,8 +12,9 @@ static const char *k_arch_class[CLV_ARCH_COUNT] = {
     [CLV_ARCH_MISTRAL] = "MistralForCausalLM",
     [CLV_ARCH_QWEN2] = "Qwen2ForCausalLM",
     [CLV_ARCH_QWEN3] = "Qwen3ForCausalLM",
+    [CLV_ARCH_PHI3] = "Phi3ForCausalLM",
 };
-#define SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+#define SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM"
 #define SUPPORTED_ROPE "default, linear, llama3, yarn"
 
 const char *clv_arch_name(clv_arch a) { return a < CLV_ARCH_COUNT ? k_arch_class[a] : "?"; }
@@ -139,6 +140,10 @@ static int parse_rope(clv_config *c, const jcx *j) {
     int rc = jnum(j, NULL, "rope_theta", 10000.0, &c->rope_theta);
     if (rc) return rc;
     if (rp && (rc = jnum(j, rp, "rope_theta", c->rope_theta, &c->rope_theta))) return rc;
+    double prf = 1.0;
+    if (rp && (rc = jnum(j, rp, "partial_rotary_factor", 1.0, &prf))) return rc;
+    if (prf != 1.0)
+        return clv_fail(j->st, CLV_EUNSUPPORTED, "%s: partial_rotary_factor %g is not supported (only 1.0)", j->fname, prf);
     if (!(c->rope_theta > 1.0)) return clv_fail(j->st, CLV_EINVAL, "%s: rope_theta must be > 1", j->fname);
 
     c->rope_type = CLV_ROPE_DEFAULT;
@@ -258,9 +263,14 @@ int clv_config_parse(clv_config *c, const char *text, size_t len, const char *fn
     switch (c->arch) {
     case CLV_ARCH_QWEN2: c->qkv_bias = true; c->o_bias = false; break; /* Qwen2 hard-codes q/k/v bias */
     case CLV_ARCH_QWEN3: c->qk_norm = true; c->qkv_bias = c->o_bias = attn_bias; break;
+    case CLV_ARCH_PHI3: c->fused = true; c->qkv_bias = c->o_bias = false; break;
     default: c->qkv_bias = c->o_bias = attn_bias; break;
     }
     if (c->mlp_bias && c->arch != CLV_ARCH_LLAMA) c->mlp_bias = false; /* only Llama reads mlp_bias */
+    if (c->fused && attn_bias) {
+        rc = clv_fail(st, CLV_EUNSUPPORTED, "%s: attention_bias with a fused qkv_proj is not supported", fname);
+        goto done;
+    }
 
     /* Sliding window: Mistral applies `sliding_window` to every layer when set;
      * Qwen2/3 only with use_sliding_window, from layer max_window_layers on.
@@ -269,7 +279,7 @@ int clv_config_parse(clv_config *c, const char *text, size_t len, const char *fn
     const cJSON *swk = cJSON_GetObjectItemCaseSensitive(j.root, "sliding_window");
     if (c->arch == CLV_ARCH_MISTRAL && !swk) window = 4096; /* MistralConfig's default when the key is absent */
     else if ((rc = jint(&j, NULL, "sliding_window", 0, 0, INT32_MAX, &window))) goto done;
-    bool use_sw = c->arch == CLV_ARCH_MISTRAL;
+    bool use_sw = c->arch == CLV_ARCH_MISTRAL || c->arch == CLV_ARCH_PHI3;
     int max_window_layers = 0;
     if (c->arch == CLV_ARCH_QWEN2 || c->arch == CLV_ARCH_QWEN3) {
         if ((rc = jbool(&j, "use_sliding_window", false, &use_sw)) ||
@@ -294,7 +304,8 @@ int clv_config_parse(clv_config *c, const char *text, size_t len, const char *fn
             goto done;
         }
     } else if (use_sw && window > 0) {
-        for (int l = 0; l < c->n_layers; l++) c->layer_sliding[l] = c->arch == CLV_ARCH_MISTRAL || l >= max_window_layers;
+        for (int l = 0; l < c->n_layers; l++)
+            c->layer_sliding[l] = c->arch == CLV_ARCH_MISTRAL || c->arch == CLV_ARCH_PHI3 || l >= max_window_layers;
     }
     bool any = false;
     for (int l = 0; l < c->n_layers; l++) any |= c->layer_sliding[l];

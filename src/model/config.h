@@ -10,7 +10,7 @@
 #include "../format/safetensors.h"
 #include "cleave.h"
 
-typedef enum clv_arch { CLV_ARCH_LLAMA, CLV_ARCH_MISTRAL, CLV_ARCH_QWEN2, CLV_ARCH_QWEN3, CLV_ARCH_COUNT } clv_arch;
+typedef enum clv_arch { CLV_ARCH_LLAMA, CLV_ARCH_MISTRAL, CLV_ARCH_QWEN2, CLV_ARCH_QWEN3, CLV_ARCH_PHI3, CLV_ARCH_COUNT } clv_arch;
 typedef enum clv_rope_type { CLV_ROPE_DEFAULT, CLV_ROPE_LINEAR, CLV_ROPE_LLAMA3, CLV_ROPE_YARN } clv_rope_type;
 
 #define CLV_MAX_EOS 8
@@ -45,6 +45,7 @@ typedef struct clv_config {
     bool layer_sliding[CLV_MAX_LAYERS];  /* which layers use the window */
 
     bool qkv_bias, o_bias, mlp_bias, qk_norm, tie_embeddings;
+    bool fused;      /* Phi-3: one qkv_proj (q, k, v rows) and one gate_up_proj (gate, up rows) */
     clv_dtype dtype; /* torch_dtype / dtype of the checkpoint, informational */
 
     int bos_id;                /* -1 if none */

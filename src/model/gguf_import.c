@@ -407,7 +407,7 @@ static char *make_config(const hparams *h, clv_dtype dtype) {
     cJSON_AddNumberToObject(r, "max_position_embeddings", c->max_pos);
     if (qwen) cJSON_AddNumberToObject(r, "max_window_layers", c->sliding_window ? 0 : c->n_layers);
     if (c->arch == CLV_ARCH_LLAMA) cJSON_AddBoolToObject(r, "mlp_bias", c->mlp_bias);
-    static const char *model_type[CLV_ARCH_COUNT] = {"llama", "mistral", "qwen2", "qwen3"};
+    static const char *model_type[CLV_ARCH_COUNT] = {"llama", "mistral", "qwen2", "qwen3", "phi3"};
     cJSON_AddStringToObject(r, "model_type", model_type[c->arch]);
     cJSON_AddNumberToObject(r, "num_attention_heads", c->n_heads);
     cJSON_AddNumberToObject(r, "num_hidden_layers", c->n_layers);

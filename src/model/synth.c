@@ -32,7 +32,7 @@ void clv_synth_defaults(clv_synth_opts *o) {
  * (tests/fixtures/hf holds checkpoints it wrote). */
 #define CLV_SYNTH_TRANSFORMERS_VERSION "5.23.0"
 
-static const char *k_model_type[CLV_ARCH_COUNT] = {"llama", "mistral", "qwen2", "qwen3"};
+static const char *k_model_type[CLV_ARCH_COUNT] = {"llama", "mistral", "qwen2", "qwen3", "phi3"};
 
 /* config.json with the keys transformers writes for the class, sorted as its
  * to_json_string(sort_keys=True) writes them. */
@@ -41,12 +41,14 @@ static char *make_config(const clv_synth_opts *o, const clv_config *c) {
     cJSON *archs = cJSON_AddArrayToObject(r, "architectures");
     cJSON_AddItemToArray(archs, cJSON_CreateString(clv_arch_name(o->arch)));
     const bool qwen = o->arch == CLV_ARCH_QWEN2 || o->arch == CLV_ARCH_QWEN3;
-    if (o->arch != CLV_ARCH_QWEN2) cJSON_AddBoolToObject(r, "attention_bias", o->attention_bias);
+    const bool phi3 = o->arch == CLV_ARCH_PHI3;
+    if (o->arch != CLV_ARCH_QWEN2 && !phi3) cJSON_AddBoolToObject(r, "attention_bias", o->attention_bias);
     clv_json_add_float(r, "attention_dropout", 0.0);
     cJSON_AddNumberToObject(r, "bos_token_id", c->bos_id);
     cJSON_AddStringToObject(r, "dtype", o->dtype == CLV_DT_BF16 ? "bfloat16" : o->dtype == CLV_DT_F16 ? "float16" : "float32");
+    if (phi3) clv_json_add_float(r, "embd_pdrop", 0.0);
     cJSON_AddNumberToObject(r, "eos_token_id", c->eos_ids[0]);
-    if (o->arch != CLV_ARCH_QWEN2) cJSON_AddNumberToObject(r, "head_dim", c->head_dim); /* Qwen2 derives it */
+    if (o->arch != CLV_ARCH_QWEN2 && !phi3) cJSON_AddNumberToObject(r, "head_dim", c->head_dim); /* Qwen2, Phi-3 derive it */
     cJSON_AddStringToObject(r, "hidden_act", "silu");
     cJSON_AddNumberToObject(r, "hidden_size", o->hidden);
     clv_json_add_float(r, "initializer_range", 0.02);
@@ -63,11 +65,14 @@ static char *make_config(const clv_synth_opts *o, const clv_config *c) {
     cJSON_AddNumberToObject(r, "num_attention_heads", o->heads);
     cJSON_AddNumberToObject(r, "num_hidden_layers", o->layers);
     cJSON_AddNumberToObject(r, "num_key_value_heads", o->kv_heads);
+    if (phi3) cJSON_AddNumberToObject(r, "original_max_position_embeddings", o->max_pos);
     cJSON_AddNullToObject(r, "pad_token_id");
     if (o->arch == CLV_ARCH_LLAMA) cJSON_AddNumberToObject(r, "pretraining_tp", 1);
+    if (phi3) clv_json_add_float(r, "resid_pdrop", 0.0);
     clv_json_add_float(r, "rms_norm_eps", 1e-6);
     cJSON *rp = cJSON_AddObjectToObject(r, "rope_parameters");
     if (o->rope != CLV_ROPE_DEFAULT) clv_json_add_float(rp, "factor", o->rope_factor);
+    if (phi3) clv_json_add_float(rp, "partial_rotary_factor", 1.0);
     if (o->rope == CLV_ROPE_LLAMA3) {
         clv_json_add_float(rp, "high_freq_factor", 4.0);
         clv_json_add_float(rp, "low_freq_factor", 1.0);
@@ -76,7 +81,7 @@ static char *make_config(const clv_synth_opts *o, const clv_config *c) {
         cJSON_AddNumberToObject(rp, "original_max_position_embeddings", o->rope_orig_max_pos);
     clv_json_add_float(rp, "rope_theta", o->rope_theta);
     cJSON_AddStringToObject(rp, "rope_type", clv_rope_name(o->rope));
-    if (o->arch == CLV_ARCH_MISTRAL || qwen) {
+    if (o->arch == CLV_ARCH_MISTRAL || qwen || phi3) {
         if (o->sliding_window) cJSON_AddNumberToObject(r, "sliding_window", o->sliding_window);
         else cJSON_AddNullToObject(r, "sliding_window");
     }
@@ -126,6 +131,8 @@ int clv_synth_write(const clv_synth_opts *o, clv_status *st) {
     if (o->heads % o->kv_heads) return clv_fail(st, CLV_EINVAL, "synth: --heads %d is not a multiple of --kv-heads %d", o->heads, o->kv_heads);
     if (o->arch == CLV_ARCH_QWEN2 && o->head_dim && o->head_dim * o->heads != o->hidden)
         return clv_fail(st, CLV_EINVAL, "synth: Qwen2 has no head_dim key: --head-dim must equal --hidden / --heads");
+    if (o->arch == CLV_ARCH_PHI3 && (o->attention_bias || (o->head_dim && o->head_dim * o->heads != o->hidden)))
+        return clv_fail(st, CLV_EINVAL, "synth: Phi-3 has no attention bias and derives head_dim from --hidden / --heads");
     if (o->arch == CLV_ARCH_QWEN2 && o->attention_bias)
         return clv_fail(st, CLV_EINVAL, "synth: Qwen2 always has q/k/v biases and no attention_bias key");
     if (!o->head_dim && o->hidden % o->heads) return clv_fail(st, CLV_EINVAL, "synth: --hidden %d is not divisible by --heads %d (give --head-dim)", o->hidden, o->heads);
@@ -150,6 +157,7 @@ int clv_synth_write(const clv_synth_opts *o, clv_status *st) {
     c.qkv_bias = o->arch == CLV_ARCH_QWEN2 || o->attention_bias;
     c.o_bias = o->arch != CLV_ARCH_QWEN2 && o->attention_bias;
     c.qk_norm = o->arch == CLV_ARCH_QWEN3;
+    c.fused = o->arch == CLV_ARCH_PHI3;
     c.bos_id = 1;
     c.eos_ids[0] = 2;
     c.n_eos = 1;

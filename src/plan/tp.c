@@ -35,10 +35,20 @@ bool clv_tp_strategy_parse(const char *s, clv_tp_strategy *out) {
 }
 
 /* Per-layer module roles a plan may name. */
-enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, M_IN_NORM, M_POST_NORM, M_Q_NORM, M_K_NORM, M_LAYER_COUNT };
+enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, M_IN_NORM, M_POST_NORM, M_Q_NORM, M_K_NORM, M_QKV, M_GATE_UP,
+       M_LAYER_COUNT };
 static const char *k_layer_mod[M_LAYER_COUNT] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
-    "mlp.down_proj", "input_layernorm", "post_attention_layernorm", "self_attn.q_norm", "self_attn.k_norm"};
+    "mlp.down_proj", "input_layernorm", "post_attention_layernorm", "self_attn.q_norm", "self_attn.k_norm",
+    "self_attn.qkv_proj", "mlp.gate_up_proj"};
+
+/* Does this architecture have module role k? */
+static bool has_role(const clv_config *c, int k) {
+    if (k == M_Q_NORM || k == M_K_NORM) return c->qk_norm;
+    if (k == M_QKV || k == M_GATE_UP) return c->fused;
+    if (k == M_Q || k == M_K || k == M_V || k == M_GATE || k == M_UP) return !c->fused;
+    return true;
+}
 
 /* Does `pat` match `name`, where '*' matches one run of digits (a layer index)? */
 static bool pattern_match(const char *pat, const char *name) {
@@ -74,7 +84,8 @@ int clv_tp_plan_make(clv_tp_plan *p, const clv_config *c, int n, int rank, const
     for (int l = 0; l < L; l++) {
         static const clv_tp_strategy autos[M_LAYER_COUNT] = {
             CLV_TP_COLWISE, CLV_TP_COLWISE, CLV_TP_COLWISE, CLV_TP_ROWWISE, CLV_TP_COLWISE, CLV_TP_COLWISE,
-            CLV_TP_ROWWISE, CLV_TP_REPLICATE, CLV_TP_REPLICATE, CLV_TP_REPLICATE, CLV_TP_REPLICATE};
+            CLV_TP_ROWWISE, CLV_TP_REPLICATE, CLV_TP_REPLICATE, CLV_TP_REPLICATE, CLV_TP_REPLICATE,
+            CLV_TP_PACKED_COLWISE, CLV_TP_PACKED_COLWISE};
         memcpy(s[l], autos, sizeof autos);
     }
     if (json) {
@@ -103,7 +114,7 @@ int clv_tp_plan_make(clv_tp_plan *p, const clv_config *c, int n, int rank, const
             char full[128];
             for (int l = 0; l < L; l++)
                 for (int k = 0; k < M_LAYER_COUNT; k++) {
-                    if ((k == M_Q_NORM || k == M_K_NORM) && !c->qk_norm) continue;
+                    if (!has_role(c, k)) continue;
                     snprintf(full, sizeof full, "model.layers.%d.%s", l, k_layer_mod[k]);
                     if (match_module(e->string, full)) s[l][k] = strat, hits++;
                 }
@@ -130,7 +141,18 @@ int clv_tp_plan_make(clv_tp_plan *p, const clv_config *c, int n, int rank, const
     if (head != CLV_TP_REPLICATE && head != CLV_TP_COLWISE_GATHER_OUTPUT)
         return BAD_FIT("lm_head", head, "the head is colwise (vocab-split, logits gathered) or replicate");
     for (int l = 0; l < L; l++) {
-        for (int k = M_IN_NORM; k < M_LAYER_COUNT; k++)
+        /* fused tensors: packed_colwise splits each part (q, k, v / gate, up) by itself */
+        for (int k = M_QKV; k <= M_GATE_UP && c->fused; k++) {
+            snprintf(who, sizeof who, "model.layers.%d.%s", l, k_layer_mod[k]);
+            if (s[l][k] == CLV_TP_COLWISE || s[l][k] == CLV_TP_COLWISE_GATHER_OUTPUT)
+                return BAD_FIT(who, s[l][k], "it is a packed tensor: a plain split would cut across its parts (use packed_colwise)");
+            if (s[l][k] != CLV_TP_PACKED_COLWISE && s[l][k] != CLV_TP_REPLICATE)
+                return BAD_FIT(who, s[l][k], "its packed parts are outputs: packed_colwise or replicate");
+            clv_tp_strategy part = s[l][k] == CLV_TP_PACKED_COLWISE ? CLV_TP_COLWISE : CLV_TP_REPLICATE;
+            if (k == M_QKV) s[l][M_Q] = s[l][M_K] = s[l][M_V] = part;
+            else s[l][M_GATE] = s[l][M_UP] = part;
+        }
+        for (int k = M_IN_NORM; k <= M_K_NORM; k++)
             if (s[l][k] != CLV_TP_REPLICATE) {
                 snprintf(who, sizeof who, "model.layers.%d.%s", l, k_layer_mod[k]);
                 return BAD_FIT(who, s[l][k], "a 1-D norm weight can only be replicated");

@@ -17,6 +17,13 @@ static bool is_ignored_extra(const char *name) {
     return false;
 }
 
+/* Rows [r0, r0+n) of a matrix, as a view. */
+static clv_mat mat_rows(clv_mat w, int r0, int n) {
+    w.data = (const uint8_t *)w.data + (size_t)r0 * (size_t)w.cols * clv_dtype_size(w.dt);
+    w.rows = n;
+    return w;
+}
+
 int clv_model_bind(clv_model *m, clv_status *st) {
     const clv_config *c = &m->cfg;
     int cap = clv_arch_max_tensors(c);
@@ -120,7 +127,14 @@ int clv_model_bind(clv_model *m, clv_status *st) {
             continue;
         }
         clv_layer_w *L = &m->layers[d->layer];
+        const int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
         switch (d->slot) {
+        case CLV_W_QKV: /* views of the fused rows: [q; k; v] */
+            L->q = mat_rows(mat, 0, qd), L->k = mat_rows(mat, qd, kvd), L->v = mat_rows(mat, qd + kvd, kvd);
+            break;
+        case CLV_W_GATE_UP: /* [gate; up] */
+            L->gate = mat_rows(mat, 0, c->intermediate), L->up = mat_rows(mat, c->intermediate, c->intermediate);
+            break;
         case CLV_W_Q: L->q = mat; break;
         case CLV_W_K: L->k = mat; break;
         case CLV_W_V: L->v = mat; break;
@@ -280,22 +294,26 @@ static void convert_rows(void *dst, clv_dtype dd, const void *src, clv_dtype sd,
 
 static bool on_disk(const clv_model *m, int dev) { return m->plan.devices[dev].kind == CLV_DEV_DISK; }
 
-/* The matrix a tensor descriptor binds to, and the plan device it lives on. */
-static clv_mat *mat_of(clv_model *m, const clv_wdesc *d, int *dev) {
+/* The matrices a tensor descriptor binds to (a fused tensor binds several
+ * row views), and the plan device it lives on. */
+static int mats_of(clv_model *m, const clv_wdesc *d, int *dev, clv_mat **out) {
     const clv_plan *p = &m->plan;
-    if (d->slot == CLV_W_EMBED) return *dev = p->embed_dev, &m->embed;
-    if (d->slot == CLV_W_LM_HEAD) return *dev = p->head_dev, &m->lm_head;
+    if (d->slot == CLV_W_EMBED) return *dev = p->embed_dev, out[0] = &m->embed, 1;
+    if (d->slot == CLV_W_LM_HEAD) return *dev = p->head_dev, out[0] = &m->lm_head, 1;
+    if (d->ndim != 2) return 0;
     clv_layer_w *L = &m->layers[d->layer];
     *dev = p->layer_dev[d->layer];
     switch (d->slot) {
-    case CLV_W_Q: return &L->q;
-    case CLV_W_K: return &L->k;
-    case CLV_W_V: return &L->v;
-    case CLV_W_O: return &L->o;
-    case CLV_W_GATE: return &L->gate;
-    case CLV_W_UP: return &L->up;
-    case CLV_W_DOWN: return &L->down;
-    default: return NULL;
+    case CLV_W_QKV: return out[0] = &L->q, out[1] = &L->k, out[2] = &L->v, 3;
+    case CLV_W_GATE_UP: return out[0] = &L->gate, out[1] = &L->up, 2;
+    case CLV_W_Q: return out[0] = &L->q, 1;
+    case CLV_W_K: return out[0] = &L->k, 1;
+    case CLV_W_V: return out[0] = &L->v, 1;
+    case CLV_W_O: return out[0] = &L->o, 1;
+    case CLV_W_GATE: return out[0] = &L->gate, 1;
+    case CLV_W_UP: return out[0] = &L->up, 1;
+    case CLV_W_DOWN: return out[0] = &L->down, 1;
+    default: return 0;
     }
 }
 
@@ -326,8 +344,9 @@ static int convert_weights(clv_model *m, const clv_load_opts *o, clv_status *st)
     bool disk_needs = false;
     for (int i = 0; i < n; i++) {
         int dev;
-        clv_mat *w = d[i].ndim == 2 ? mat_of(m, &d[i], &dev) : NULL;
-        if (!w) continue;
+        clv_mat *parts[3];
+        int np = mats_of(m, &d[i], &dev, parts);
+        if (!np) continue;
         const clv_st_tensor *t = clv_st_find(&m->st, d[i].name);
         if (on_disk(m, dev)) {
             /* every disk-tier matrix goes to the offload file, so streaming reads one set */
@@ -337,26 +356,29 @@ static int convert_weights(clv_model *m, const clv_load_opts *o, clv_status *st)
             disk_needs |= t->dtype != m->want_dt;
             continue;
         }
-        if (w->dt == m->want_dt) continue;
-        size_t numel = (size_t)w->rows * (size_t)w->cols;
-        void *buf = clv_alloc(numel * clv_dtype_size(m->want_dt));
-        void **ow = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
-        if (!buf || !ow) {
-            clv_free(buf);
-            if (ow) m->owned = ow;
-            rc = clv_fail(st, CLV_ENOMEM, "out of memory converting %s to %s", t->name, clv_dtype_name(m->want_dt));
-            goto done;
+        for (int k = 0; k < np; k++) {
+            clv_mat *w = parts[k];
+            if (w->dt == m->want_dt) continue;
+            size_t numel = (size_t)w->rows * (size_t)w->cols;
+            void *buf = clv_alloc(numel * clv_dtype_size(m->want_dt));
+            void **ow = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
+            if (!buf || !ow) {
+                clv_free(buf);
+                if (ow) m->owned = ow;
+                rc = clv_fail(st, CLV_ENOMEM, "out of memory converting %s to %s", t->name, clv_dtype_name(m->want_dt));
+                goto done;
+            }
+            m->owned = ow;
+            m->owned[m->n_owned++] = buf;
+            convert_rows(buf, m->want_dt, w->data, w->dt, numel);
+            /* the source pages were only needed for this: let them go */
+            uintptr_t a = (uintptr_t)w->data & ~(uintptr_t)4095;
+            madvise((void *)a, (uintptr_t)w->data + numel * clv_dtype_size(w->dt) - a, MADV_DONTNEED);
+            bool tied = d[i].slot == CLV_W_EMBED && m->lm_head.data == w->data;
+            w->data = buf;
+            w->dt = m->want_dt;
+            if (tied) m->lm_head = *w;
         }
-        m->owned = ow;
-        m->owned[m->n_owned++] = buf;
-        convert_rows(buf, m->want_dt, w->data, w->dt, numel);
-        /* the source pages were only needed for this: let them go */
-        uintptr_t a = (uintptr_t)w->data & ~(uintptr_t)4095;
-        madvise((void *)a, (uintptr_t)w->data + numel * clv_dtype_size(w->dt) - a, MADV_DONTNEED);
-        bool tied = d[i].slot == CLV_W_EMBED && m->lm_head.data == w->data;
-        w->data = buf;
-        w->dt = m->want_dt;
-        if (tied) m->lm_head = *w;
     }
     if (!disk_needs) goto done; /* disk-tier weights already in the right dtype: read in place */
     const char *folder = o ? o->offload_folder : NULL;
@@ -386,8 +408,9 @@ static int convert_weights(clv_model *m, const clv_load_opts *o, clv_status *st)
     /* the matrices of disk-tier modules now describe the converted tensors */
     for (int i = 0; i < n; i++) {
         int dev;
-        clv_mat *w = d[i].ndim == 2 ? mat_of(m, &d[i], &dev) : NULL;
-        if (w && on_disk(m, dev)) w->dt = m->want_dt;
+        clv_mat *parts[3];
+        int np = mats_of(m, &d[i], &dev, parts);
+        for (int k = 0; k < np && on_disk(m, dev); k++) parts[k]->dt = m->want_dt;
     }
     if (m->plan.tied && on_disk(m, m->plan.embed_dev)) m->lm_head.dt = m->want_dt;
 done:
@@ -450,7 +473,15 @@ int clv_model_layer_acquire(clv_model *m, int l, clv_layer_w *tmp, const clv_lay
     *tmp = m->layers[l];
     for (int i = 0; i < m->units[u].n; i++) {
         const void *data = base + m->units[u].slot_off[i];
+        const clv_config *c = &m->cfg;
+        const int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, I = c->intermediate;
+        clv_mat whole = {data, m->unit_map[u].slot[i] == CLV_W_QKV ? tmp->q.dt : tmp->gate.dt, 0, c->hidden};
         switch (m->unit_map[u].slot[i]) {
+        case CLV_W_QKV:
+            tmp->q.data = mat_rows(whole, 0, qd).data, tmp->k.data = mat_rows(whole, qd, kvd).data;
+            tmp->v.data = mat_rows(whole, qd + kvd, kvd).data;
+            break;
+        case CLV_W_GATE_UP: tmp->gate.data = data, tmp->up.data = mat_rows(whole, I, I).data; break;
         case CLV_W_Q: tmp->q.data = data; break;
         case CLV_W_K: tmp->k.data = data; break;
         case CLV_W_V: tmp->v.data = data; break;
@@ -532,10 +563,18 @@ static int tp_slice(clv_model *m, clv_status *st) {
         clv_layer_w *L = &m->layers[l];
         if (m->stage_of[l] != m->stage) continue; /* another stage's layer: never read */
 #define T_(what) layer_tensor(m, l, what)
+        /* a fused tensor is split part by part (packed): each rank takes its rows of q, of k and of v */
+        const bool fz = c->fused;
+        const clv_st_tensor *tq = T_(fz ? "self_attn.qkv_proj.weight" : "self_attn.q_proj.weight");
+        const clv_st_tensor *tk = fz ? tq : T_("self_attn.k_proj.weight"), *tv = fz ? tq : T_("self_attn.v_proj.weight");
+        const clv_st_tensor *tg = T_(fz ? "mlp.gate_up_proj.weight" : "mlp.gate_proj.weight");
+        const clv_st_tensor *tu = fz ? tg : T_("mlp.up_proj.weight");
+        const int k_off = fz ? c->n_heads * hd : 0, v_off = fz ? (c->n_heads + c->n_kv_heads) * hd : 0;
+        const int u_off = fz ? c->intermediate : 0;
         if (tp->attn_sharded[l]) {
-            if ((rc = keep_slice(m, &L->q, T_("self_attn.q_proj.weight"), tp->head0 * hd, tp->heads * hd, 0, L->q.cols, st)) ||
-                (rc = keep_slice(m, &L->k, T_("self_attn.k_proj.weight"), tp->kv_head0 * hd, tp->kv_heads * hd, 0, L->k.cols, st)) ||
-                (rc = keep_slice(m, &L->v, T_("self_attn.v_proj.weight"), tp->kv_head0 * hd, tp->kv_heads * hd, 0, L->v.cols, st)) ||
+            if ((rc = keep_slice(m, &L->q, tq, tp->head0 * hd, tp->heads * hd, 0, L->q.cols, st)) ||
+                (rc = keep_slice(m, &L->k, tk, k_off + tp->kv_head0 * hd, tp->kv_heads * hd, 0, L->k.cols, st)) ||
+                (rc = keep_slice(m, &L->v, tv, v_off + tp->kv_head0 * hd, tp->kv_heads * hd, 0, L->v.cols, st)) ||
                 (rc = keep_slice(m, &L->o, T_("self_attn.o_proj.weight"), 0, L->o.rows, tp->head0 * hd, tp->heads * hd, st)))
                 break;
             if (L->q_bias) L->q_bias += tp->head0 * hd;
@@ -544,8 +583,8 @@ static int tp_slice(clv_model *m, clv_status *st) {
             if (tp->rank != 0) L->o_bias = NULL; /* partial sums are all-reduced: add the bias once */
         }
         if (tp->mlp_sharded[l]) {
-            if ((rc = keep_slice(m, &L->gate, T_("mlp.gate_proj.weight"), tp->inter0, tp->inter, 0, L->gate.cols, st)) ||
-                (rc = keep_slice(m, &L->up, T_("mlp.up_proj.weight"), tp->inter0, tp->inter, 0, L->up.cols, st)) ||
+            if ((rc = keep_slice(m, &L->gate, tg, tp->inter0, tp->inter, 0, L->gate.cols, st)) ||
+                (rc = keep_slice(m, &L->up, tu, u_off + tp->inter0, tp->inter, 0, L->up.cols, st)) ||
                 (rc = keep_slice(m, &L->down, T_("mlp.down_proj.weight"), 0, L->down.rows, tp->inter0, tp->inter, st)))
                 break;
             if (L->gate_bias) L->gate_bias += tp->inter0;

@@ -80,8 +80,9 @@ def case_specs():
     """
     import torch
     from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig,
-                              MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
-                              Qwen3Config, Qwen3ForCausalLM)
+                              MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                              Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
+                              Qwen3ForCausalLM)
 
     return [
         dict(
@@ -162,6 +163,22 @@ def case_specs():
                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
             n_prompt=8,
             max_shard_size="100KB",
+        ),
+        # Appended last so the earlier cases keep their index (and seeds).
+        dict(
+            name="phi3_fused_f32",
+            about="Phi3, fused self_attn.qkv_proj (q, k, v rows) and mlp.gate_up_proj (gate, up rows), "
+                  "GQA 4q/2kv, default RoPE (partial_rotary_factor 1.0, no longrope), no sliding window, "
+                  "untied, float32.",
+            config_cls=Phi3Config, model_cls=Phi3ForCausalLM, dtype=torch.float32,
+            # pad_token_id: Phi3Config defaults it to 32000, outside this vocab.
+            config=dict(vocab_size=128, hidden_size=64, intermediate_size=96,
+                        num_attention_heads=4, num_key_value_heads=2,
+                        max_position_embeddings=256, original_max_position_embeddings=256,
+                        tie_word_embeddings=False, sliding_window=None, pad_token_id=0,
+                        rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                             partial_rotary_factor=1.0)),
+            n_prompt=10,
         ),
     ]
 
@@ -391,6 +408,18 @@ def make_case(spec, index, out_dir, versions):
     }
     if model.config.model_type == "mistral":
         expected.update(check_sliding_window(model, prompt, model.config.sliding_window))
+    if model.config.model_type == "phi3":
+        # Fused projections, default RoPE over the whole head, full causal.
+        attn = model.model.layers[0].self_attn
+        head_dim = model.config.hidden_size // model.config.num_attention_heads
+        assert tuple(attn.qkv_proj.weight.shape) == (
+            (model.config.num_attention_heads + 2 * model.config.num_key_value_heads) * head_dim,
+            model.config.hidden_size)
+        assert tuple(model.model.layers[0].mlp.gate_up_proj.weight.shape) == (
+            2 * model.config.intermediate_size, model.config.hidden_size)
+        assert model.config.sliding_window is None
+        assert model.config.rope_parameters["rope_type"] == "default"
+        assert model.config.rope_parameters.get("partial_rotary_factor", 1.0) == 1.0
     if hasattr(model.config, "use_sliding_window"):
         # Qwen2/Qwen3 ignore sliding_window unless use_sliding_window is true:
         # the config then stores sliding_window null and only full attention.
@@ -406,7 +435,7 @@ def make_case(spec, index, out_dir, versions):
     return size
 
 
-def generate_all(out_dir: Path) -> None:
+def generate_all(out_dir: Path, only=None) -> None:
     # CPU only, one thread, deterministic kernels: reproducible to the bit.
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import numpy
@@ -424,8 +453,17 @@ def generate_all(out_dir: Path) -> None:
     print("versions:", versions, flush=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    specs = case_specs()
+    if only:
+        unknown = set(only) - {s["name"] for s in specs}
+        if unknown:
+            raise SystemExit(f"unknown case(s): {sorted(unknown)}")
     total = 0
-    for index, spec in enumerate(case_specs()):
+    # A case's seed depends on its index in the full list, so --only
+    # reproduces exactly what a full run writes for that case.
+    for index, spec in enumerate(specs):
+        if only and spec["name"] not in only:
+            continue
         total += make_case(spec, index, out_dir, versions)
     print(f"total {total / 1024:.1f} KiB in {out_dir}", flush=True)
 
@@ -436,11 +474,13 @@ def main() -> None:
                         help="virtualenv to create/use for torch + transformers")
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder, e.g. tests/fixtures/hf")
+    parser.add_argument("--only", action="append", metavar="CASE",
+                        help="generate only this case (repeatable); other case folders are untouched")
     args = parser.parse_args()
     args.venv = args.venv.absolute()
     if not running_in(args.venv):
         bootstrap(args.venv)  # does not return
-    generate_all(args.out.absolute())
+    generate_all(args.out.absolute(), args.only)
 
 
 if __name__ == "__main__":

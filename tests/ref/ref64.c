@@ -1,11 +1,11 @@
 /*
  * ref64 -- an independent, deliberately naive, double-precision reference
  * forward pass for Hugging Face causal-LM checkpoints (Llama, Mistral, Qwen2,
- * Qwen3), used to check the logits produced by cleave.
+ * Qwen3, Phi3), used to check the logits produced by cleave.
  *
  * Written from the public model definitions in Hugging Face transformers
- * (modeling_llama / modeling_mistral / modeling_qwen2 / modeling_qwen3,
- * modeling_rope_utils, masking_utils) and the safetensors format description.
+ * (modeling_llama / modeling_mistral / modeling_qwen2 / modeling_qwen3 /
+ * modeling_phi3 + configuration_phi3, modeling_rope_utils, masking_utils) and the safetensors format description.
  * It shares no code with src/ on purpose: see tests/ref/README.md.
  *
  * Build:
@@ -482,7 +482,7 @@ static double *load_2d(Store *st, const char *name, int64_t d0, int64_t d1, int 
 /* model description                                                        */
 /* ------------------------------------------------------------------------ */
 
-enum { ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2, ARCH_QWEN3 };
+enum { ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3 };
 
 typedef struct {
     int arch;
@@ -491,6 +491,7 @@ typedef struct {
     long max_pos;
     double eps;
     int qkv_bias, o_bias, mlp_bias, qk_norm, tie;
+    int fused; /* Phi3: qkv_proj = [q; k; v] rows, gate_up_proj = [gate; up] rows */
     /* rope */
     double *inv_freq; /* head_dim/2 entries */
     double attn_factor;
@@ -546,6 +547,11 @@ static void setup_rope(Model *m, const cJSON *cfg, long n_tokens)
     long omax = jint(rp, "original_max_position_embeddings", m->max_pos, NULL);
     if (jget(cfg, "original_max_position_embeddings"))
         omax = jint(cfg, "original_max_position_embeddings", m->max_pos, NULL);
+
+    /* Phi3Config maps the legacy "su"/"yarn" to longrope and only accepts
+     * "default" or "longrope"; longrope is not supported here. */
+    if (m->arch == ARCH_PHI3 && strcmp(type, "default") != 0)
+        die("unsupported: Phi3 rope type \"%s\" (longrope/su/yarn are not implemented; only default)", type);
 
     if (strcmp(type, "default") == 0) {
         rope_default(m, base);
@@ -659,15 +665,17 @@ static void setup_windows(Model *m, const cJSON *cfg)
     m->window = xcalloc((size_t)m->n_layers, sizeof(long));
     if (m->arch == ARCH_LLAMA)
         return;
-    if (m->arch == ARCH_MISTRAL) {
-        /* MistralConfig defaults sliding_window to 4096; null disables it.
-         * The window then applies to every layer. */
+    if (m->arch == ARCH_MISTRAL || m->arch == ARCH_PHI3) {
+        /* MistralConfig defaults sliding_window to 4096, Phi3Config to None;
+         * null disables it. The window then applies to every layer (Phi3 picks
+         * create_sliding_window_causal_mask iff sliding_window is not None). */
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(cfg, "sliding_window");
-        long w = 4096;
+        long def = m->arch == ARCH_MISTRAL ? 4096 : 0;
+        long w = def;
         if (sw && cJSON_IsNull(sw))
             w = 0;
         else if (sw)
-            w = jint(cfg, "sliding_window", 4096, NULL);
+            w = jint(cfg, "sliding_window", def, NULL);
         if (sw && !cJSON_IsNull(sw) && w <= 0)
             die("sliding_window must be positive, got %ld", w);
         for (long l = 0; l < m->n_layers; l++)
@@ -740,21 +748,25 @@ static void setup_model(Model *m, const char *dir, long n_tokens)
         m->arch = ARCH_QWEN2;
     else if (strcmp(an, "Qwen3ForCausalLM") == 0)
         m->arch = ARCH_QWEN3;
+    else if (strcmp(an, "Phi3ForCausalLM") == 0)
+        m->arch = ARCH_PHI3;
     else
         die("unsupported architecture \"%s\"", an);
     m->arch_name = xstrdup(an);
 
     /* Defaults are those of the corresponding transformers config classes. */
     int qwen = m->arch == ARCH_QWEN2 || m->arch == ARCH_QWEN3;
-    m->vocab = jint(cfg, "vocab_size", qwen ? 151936 : 32000, NULL);
-    m->hidden = jint(cfg, "hidden_size", 4096, NULL);
-    m->inter = jint(cfg, "intermediate_size", m->arch == ARCH_MISTRAL ? 14336 : (qwen ? 22016 : 11008), NULL);
+    int phi3 = m->arch == ARCH_PHI3;
+    m->vocab = jint(cfg, "vocab_size", qwen ? 151936 : (phi3 ? 32064 : 32000), NULL);
+    m->hidden = jint(cfg, "hidden_size", phi3 ? 3072 : 4096, NULL);
+    m->inter = jint(cfg, "intermediate_size",
+                    m->arch == ARCH_MISTRAL ? 14336 : (qwen ? 22016 : (phi3 ? 8192 : 11008)), NULL);
     m->n_layers = jint(cfg, "num_hidden_layers", 32, NULL);
     m->n_heads = jint(cfg, "num_attention_heads", 32, NULL);
     m->n_kv = jint(cfg, "num_key_value_heads", m->arch == ARCH_MISTRAL ? 8 : m->n_heads, NULL);
     m->max_pos = jint(cfg, "max_position_embeddings",
-                      m->arch == ARCH_MISTRAL ? 4096 * 32 : (qwen ? 32768 : 2048), NULL);
-    m->eps = jnum(cfg, "rms_norm_eps", 1e-6, NULL);
+                      m->arch == ARCH_MISTRAL ? 4096 * 32 : (qwen ? 32768 : (phi3 ? 4096 : 2048)), NULL);
+    m->eps = jnum(cfg, "rms_norm_eps", phi3 ? 1e-5 : 1e-6, NULL);
     if (m->vocab <= 0 || m->hidden <= 0 || m->inter <= 0 || m->n_layers <= 0 || m->n_heads <= 0 || m->n_kv <= 0)
         die("config.json has non-positive sizes");
     if (m->n_heads % m->n_kv != 0)
@@ -783,6 +795,9 @@ static void setup_model(Model *m, const char *dir, long n_tokens)
     case ARCH_QWEN3:
         m->qkv_bias = m->o_bias = jbool(cfg, "attention_bias", 0);
         m->qk_norm = 1;
+        break;
+    case ARCH_PHI3: /* no biases anywhere; fused qkv_proj and gate_up_proj */
+        m->fused = 1;
         break;
     }
     m->tie = jbool(cfg, "tie_word_embeddings", 0);
@@ -851,6 +866,14 @@ static double silu(double x)
     return x / (1.0 + exp(-x));
 }
 
+/* Copies rows [first, first + rows) of a [*][cols] row-major matrix. */
+static double *split_rows(const double *W, long first, long rows, long cols)
+{
+    double *out = xmalloc(sizeof(double) * (size_t)(rows * cols));
+    memcpy(out, W + first * cols, sizeof(double) * (size_t)(rows * cols));
+    return out;
+}
+
 static void layer_name(char *buf, size_t n, const char *prefix, long l, const char *suffix)
 {
     snprintf(buf, n, "%slayers.%ld.%s", prefix, l, suffix);
@@ -902,12 +925,24 @@ static double *forward(Model *m, Store *st, const long *ids, long n)
     for (long l = 0; l < m->n_layers; l++) {
         layer_name(name, sizeof name, prefix, l, "input_layernorm.weight");
         double *ln1 = load_1d(st, name, H, 1);
-        layer_name(name, sizeof name, prefix, l, "self_attn.q_proj.weight");
-        double *wq = load_2d(st, name, QD, H, 1);
-        layer_name(name, sizeof name, prefix, l, "self_attn.k_proj.weight");
-        double *wk = load_2d(st, name, KD, H, 1);
-        layer_name(name, sizeof name, prefix, l, "self_attn.v_proj.weight");
-        double *wv = load_2d(st, name, KD, H, 1);
+        double *wq, *wk, *wv;
+        if (m->fused) {
+            /* Phi3Attention: qkv = qkv_proj(h); q = qkv[..., :QD],
+             * k = qkv[..., QD:QD+KD], v = qkv[..., QD+KD:], i.e. rows of W. */
+            layer_name(name, sizeof name, prefix, l, "self_attn.qkv_proj.weight");
+            double *wqkv = load_2d(st, name, QD + 2 * KD, H, 1);
+            wq = split_rows(wqkv, 0, QD, H);
+            wk = split_rows(wqkv, QD, KD, H);
+            wv = split_rows(wqkv, QD + KD, KD, H);
+            free(wqkv);
+        } else {
+            layer_name(name, sizeof name, prefix, l, "self_attn.q_proj.weight");
+            wq = load_2d(st, name, QD, H, 1);
+            layer_name(name, sizeof name, prefix, l, "self_attn.k_proj.weight");
+            wk = load_2d(st, name, KD, H, 1);
+            layer_name(name, sizeof name, prefix, l, "self_attn.v_proj.weight");
+            wv = load_2d(st, name, KD, H, 1);
+        }
         layer_name(name, sizeof name, prefix, l, "self_attn.o_proj.weight");
         double *wo = load_2d(st, name, H, QD, 1);
         double *bq = NULL, *bk = NULL, *bv = NULL, *bo = NULL, *qn = NULL, *kn = NULL;
@@ -990,10 +1025,21 @@ static double *forward(Model *m, Store *st, const long *ids, long n)
         /* --- MLP block --- */
         layer_name(name, sizeof name, prefix, l, "post_attention_layernorm.weight");
         double *ln2 = load_1d(st, name, H, 1);
-        layer_name(name, sizeof name, prefix, l, "mlp.gate_proj.weight");
-        double *wg = load_2d(st, name, I, H, 1);
-        layer_name(name, sizeof name, prefix, l, "mlp.up_proj.weight");
-        double *wu = load_2d(st, name, I, H, 1);
+        double *wg, *wu;
+        if (m->fused) {
+            /* Phi3MLP: gate, up = gate_up_proj(h).chunk(2, dim=-1):
+             * the first I rows are gate, the next I rows up. */
+            layer_name(name, sizeof name, prefix, l, "mlp.gate_up_proj.weight");
+            double *wgu = load_2d(st, name, 2 * I, H, 1);
+            wg = split_rows(wgu, 0, I, H);
+            wu = split_rows(wgu, I, I, H);
+            free(wgu);
+        } else {
+            layer_name(name, sizeof name, prefix, l, "mlp.gate_proj.weight");
+            wg = load_2d(st, name, I, H, 1);
+            layer_name(name, sizeof name, prefix, l, "mlp.up_proj.weight");
+            wu = load_2d(st, name, I, H, 1);
+        }
         layer_name(name, sizeof name, prefix, l, "mlp.down_proj.weight");
         double *wd = load_2d(st, name, H, I, 1);
         double *bg = NULL, *bu = NULL, *bd = NULL;
@@ -1048,7 +1094,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]] [--dump FILE] [-v]\n"
-            "  Double-precision reference forward pass (Llama/Mistral/Qwen2/Qwen3).\n"
+            "  Double-precision reference forward pass (Llama/Mistral/Qwen2/Qwen3/Phi3).\n"
             "  --logits FILE  float32 LE logits [n_ids, vocab] to compare against\n"
             "                 (pass iff |got-ref| <= atol + rtol*|ref| everywhere; defaults 1e-3, 1e-3)\n"
             "  --dump FILE    write this program's logits in the same float32 format\n"
@@ -1253,8 +1299,8 @@ int main(int argc, char **argv)
 
     printf("model: %s layers=%ld hidden=%ld heads=%ld kv_heads=%ld head_dim=%ld inter=%ld vocab=%ld eps=%g\n",
            m.arch_name, m.n_layers, m.hidden, m.n_heads, m.n_kv, m.head_dim, m.inter, m.vocab, m.eps);
-    printf("features: qkv_bias=%d o_bias=%d mlp_bias=%d qk_norm=%d tie_word_embeddings=%d\n", m.qkv_bias, m.o_bias,
-           m.mlp_bias, m.qk_norm, m.tie);
+    printf("features: qkv_bias=%d o_bias=%d mlp_bias=%d qk_norm=%d fused_qkv_gate_up=%d tie_word_embeddings=%d\n",
+           m.qkv_bias, m.o_bias, m.mlp_bias, m.qk_norm, m.fused, m.tie);
     printf("rope: %s\n", m.rope_desc);
     {
         int any = 0;
