@@ -2,6 +2,7 @@
  * kernels of the best instruction set this CPU has. */
 #include <cpuid.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -10,30 +11,74 @@
 #include "kernels.h"
 #include "pool.h"
 
+/* Scratch a thread owns: grown on first use to what the largest call needs
+ * (the first prefill chunk), then reused; only its own thread touches it. */
+typedef struct scratch {
+    void *p;
+    size_t cap;
+} scratch;
+
+static void *scratch_get(scratch *s, size_t bytes) {
+    if (s->cap >= bytes) return s->p;
+    clv_free(s->p);
+    s->p = clv_alloc(bytes);
+    s->cap = s->p ? bytes : 0;
+    return s->p;
+}
+
+/* Per-thread attention buffers, sized once for the largest head_dim. */
+typedef struct attn_buf {
+    float *q, *o, *work; /* [CLV_ATTN_MAX_ROWS][CLV_MAX_HEAD_DIM] x 2, kernel work */
+    int *lo, *hi;        /* [CLV_ATTN_MAX_ROWS] */
+} attn_buf;
+
 typedef struct cpu_impl {
     clv_pool *pool;
     const clv_cpu_kernels *k;
+    int nth;
+    scratch *work;  /* [nth] packed weight panels (gemm, AMX) */
+    attn_buf *attn; /* [nth] */
+    scratch a_pack; /* AMX: activations packed as bf16 hi/lo tiles, shared by all threads */
 } cpu_impl;
 
 static cpu_impl *impl_of(clv_backend *b) { return b->impl; }
 
+static bool cpu_has512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+static bool cpu_has2(void) {
+    __builtin_cpu_init();
+    unsigned eax, ebx, ecx = 0, edx;
+    bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C); /* not every compiler's builtin knows f16c */
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+}
+
+const clv_cpu_kernels *clv_cpu_kernels_named(const char *isa) {
+    if (strcmp(isa, "scalar") == 0) return &clv_kernels_scalar;
+    if (strcmp(isa, "avx2") == 0) return cpu_has2() ? &clv_kernels_avx2 : NULL;
+    if (strcmp(isa, "avx512") == 0) return cpu_has512() ? &clv_kernels_avx512 : NULL;
+    if (strcmp(isa, "amx") == 0) return cpu_has512() && clv_amx_available() ? &clv_kernels_amx : NULL;
+    return NULL;
+}
+
 const clv_cpu_kernels *clv_cpu_kernels_get(void) {
     static const clv_cpu_kernels *chosen;
     if (chosen) return chosen;
-    __builtin_cpu_init();
-    bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    unsigned eax, ebx, ecx = 0, edx;
-    bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C); /* not every compiler's builtin knows f16c */
-    bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-    const clv_cpu_kernels *best = has512 ? &clv_kernels_avx512 : has2 ? &clv_kernels_avx2 : &clv_kernels_scalar;
+    const char *levels[] = {"amx", "avx512", "avx2", "scalar"};
+    const clv_cpu_kernels *best = NULL;
+    const char *no_amx = getenv("CLV_AMX");
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0] && !best; i++) {
+        if (i == 0 && no_amx && strcmp(no_amx, "0") == 0) continue;
+        best = clv_cpu_kernels_named(levels[i]);
+    }
     const char *want = getenv("CLV_CPU");
     if (want && *want) {
-        if (strcmp(want, "scalar") == 0) best = &clv_kernels_scalar;
-        else if (strcmp(want, "avx2") == 0 && has2) best = &clv_kernels_avx2;
-        else if (strcmp(want, "avx512") == 0 && has512) best = &clv_kernels_avx512;
+        const clv_cpu_kernels *k = clv_cpu_kernels_named(want);
+        if (k) best = k;
         else
-            clv_warn("CLV_CPU=%s is not available on this CPU (choices: avx512, avx2, scalar); using %s\n", want,
+            clv_warn("CLV_CPU=%s is not available on this CPU (choices: amx, avx512, avx2, scalar); using %s\n", want,
                      best->isa);
     }
     chosen = best;
@@ -67,69 +112,116 @@ static void split(int n, int ith, int nth, int align, int *a, int *b) {
     *b = u1 * align < n ? u1 * align : n;
 }
 
-/* ---- matmul ---------------------------------------------------------------- */
+/* ---- matmul ----------------------------------------------------------------
+ * T == 1 (decode): rows split into one contiguous range per thread; each
+ * thread's kernel keeps several rows in flight. bf16 with T >= AMX_MIN_T on
+ * the amx level: two phases in one job (pack the activations, barrier,
+ * multiply on tiles). Otherwise the level's packed gemm from gemm_min_t
+ * tokens on, and the register-blocked mm_* kernels below that. */
+
+#define AMX_MIN_T 16
+
+enum { MM_SMALL, MM_GEMM, MM_AMX };
 
 typedef struct {
-    const clv_cpu_kernels *k;
+    cpu_impl *im;
     float *y;
     const float *x;
     const clv_mat *w;
     const float *bias;
-    int T;
+    int T, path;
+    int unit, units; /* gemm and AMX: columns per work unit, and how many */
+    _Atomic int next;
 } mm_job;
 
-static void mm_task(void *ctx, int ith, int nth) {
-    mm_job *j = ctx;
-    int n0, n1;
-    split(j->w->rows, ith, nth, 16, &n0, &n1);
-    if (n0 >= n1) return;
-    const int K = j->w->cols, N = j->w->rows;
-    switch (j->w->dt) {
-    case CLV_DT_F32: j->k->mm_f32(j->y, N, j->x, j->w->data, j->T, K, n0, n1); break;
-    case CLV_DT_BF16: j->k->mm_bf16(j->y, N, j->x, j->w->data, j->T, K, n0, n1); break;
-    case CLV_DT_F16: j->k->mm_f16(j->y, N, j->x, j->w->data, j->T, K, n0, n1); break;
+static void mm_small(const clv_cpu_kernels *k, float *y, int N, const float *x, const clv_mat *w, int T, int n0, int n1) {
+    const int K = w->cols;
+    switch (w->dt) {
+    case CLV_DT_F32: k->mm_f32(y, N, x, w->data, T, K, n0, n1); break;
+    case CLV_DT_BF16: k->mm_bf16(y, N, x, w->data, T, K, n0, n1); break;
+    case CLV_DT_F16: k->mm_f16(y, N, x, w->data, T, K, n0, n1); break;
     default: CLV_ASSERT(!"matmul: unsupported weight dtype");
     }
-    if (j->bias)
-        for (int t = 0; t < j->T; t++)
-            for (int n = n0; n < n1; n++) j->y[(size_t)t * N + n] += j->bias[n];
+}
+
+static void add_bias(float *y, int N, const float *bias, int T, int n0, int n1) {
+    if (bias)
+        for (int t = 0; t < T; t++)
+            for (int n = n0; n < n1; n++) y[(size_t)t * N + n] += bias[n];
+}
+
+/* Decode splits rows statically: each thread streams one contiguous range.
+ * Prefill hands out column units through a counter: threads do not run at
+ * the same speed here (the tile unit and the caches are shared with
+ * whatever else the core runs), and a static split waits for the slowest. */
+static void mm_task(void *ctx, int ith, int nth) {
+    mm_job *j = ctx;
+    const clv_cpu_kernels *k = j->im->k;
+    const int K = j->w->cols, N = j->w->rows, T = j->T;
+    if (j->path == MM_SMALL) {
+        int n0, n1;
+        split(N, ith, nth, 16, &n0, &n1);
+        if (n0 >= n1) return;
+        mm_small(k, j->y, N, j->x, j->w, T, n0, n1);
+        add_bias(j->y, N, j->bias, T, n0, n1);
+        return;
+    }
+    if (j->path == MM_AMX) {
+        int mb0, mb1;
+        split((T + 15) / 16, ith, nth, 1, &mb0, &mb1);
+        clv_amx_pack_a(j->im->a_pack.p, j->x, T, K, mb0, mb1);
+        clv_pool_barrier(j->im->pool);
+    }
+    void *work = scratch_get(&j->im->work[ith], j->path == MM_AMX ? clv_amx_work_bytes(K) : k->gemm_work_bytes(K));
+    for (int u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->units;) {
+        const int n0 = u * j->unit, n1 = n0 + j->unit < N ? n0 + j->unit : N;
+        if (!work) mm_small(k, j->y, N, j->x, j->w, T, n0, n1); /* no work buffer could be had */
+        else if (j->path == MM_AMX) clv_amx_gemm(j->y, N, j->im->a_pack.p, j->w->data, T, K, n0, n1, work);
+        else k->gemm(j->y, N, j->x, j->w->data, j->w->dt, T, K, n0, n1, work);
+        add_bias(j->y, N, j->bias, T, n0, n1);
+    }
 }
 
 static void cpu_matmul(clv_backend *b, float *y, const float *x, const clv_mat *w, const float *bias, int T) {
-    mm_job j = {impl_of(b)->k, y, x, w, bias, T};
-    clv_pool_run(impl_of(b)->pool, mm_task, &j);
+    cpu_impl *im = impl_of(b);
+    const clv_cpu_kernels *k = im->k;
+    mm_job j = {.im = im, .y = y, .x = x, .w = w, .bias = bias, .T = T, .path = MM_SMALL};
+    if (k->amx && w->dt == CLV_DT_BF16 && T >= AMX_MIN_T && scratch_get(&im->a_pack, clv_amx_a_bytes(T, w->cols)))
+        j.path = MM_AMX;
+    else if (k->gemm && T >= k->gemm_min_t)
+        j.path = MM_GEMM;
+    if (j.path != MM_SMALL) {
+        /* about 4 units per thread, of 1 to 8 panels (48 columns for AMX, 32 for gemm) */
+        const int pw = j.path == MM_AMX ? 48 : 32;
+        int panels = (w->rows + pw - 1) / pw, per = (panels + 4 * im->nth - 1) / (4 * im->nth);
+        per = per < 1 ? 1 : per > 8 ? 8 : per;
+        j.unit = pw * per;
+        j.units = (w->rows + j.unit - 1) / j.unit;
+    }
+    atomic_init(&j.next, 0);
+    clv_pool_run(im->pool, mm_task, &j);
 }
 
 /* ---- rmsnorm ---------------------------------------------------------------- */
 
 typedef struct {
+    const clv_cpu_kernels *k;
     float *y;
     const float *x, *w;
     int rows, dim;
     float eps;
 } norm_job;
 
-static void norm_rows(const norm_job *j, int r0, int r1) {
-    for (int r = r0; r < r1; r++) {
-        const float *xr = j->x + (size_t)r * j->dim;
-        float *yr = j->y + (size_t)r * j->dim;
-        double ss = 0.0;
-        for (int i = 0; i < j->dim; i++) ss += (double)xr[i] * xr[i];
-        float inv = (float)(1.0 / sqrt(ss / j->dim + j->eps));
-        for (int i = 0; i < j->dim; i++) yr[i] = xr[i] * inv * j->w[i];
-    }
-}
-
 static void norm_task(void *ctx, int ith, int nth) {
     norm_job *j = ctx;
     int r0, r1;
     split(j->rows, ith, nth, 1, &r0, &r1);
-    norm_rows(j, r0, r1);
+    j->k->rmsnorm(j->y, j->x, j->w, r0, r1, j->dim, j->eps);
 }
 
 static void cpu_rmsnorm(clv_backend *b, float *y, const float *x, const float *w, int rows, int dim, float eps) {
-    norm_job j = {y, x, w, rows, dim, eps};
-    if ((size_t)rows * dim < 16384) norm_rows(&j, 0, rows);
+    norm_job j = {impl_of(b)->k, y, x, w, rows, dim, eps};
+    if ((size_t)rows * dim < 16384) j.k->rmsnorm(y, x, w, 0, rows, dim, eps);
     else clv_pool_run(impl_of(b)->pool, norm_task, &j);
 }
 
@@ -152,61 +244,71 @@ static void cpu_rope(clv_backend *b, float *x, int T, int n_heads, int hd, int p
     }
 }
 
-/* ---- attention -------------------------------------------------------------- */
-
-
+/* ---- attention --------------------------------------------------------------
+ * Work is cut into tiles of up to CLV_ATTN_MAX_ROWS query rows that share one
+ * kv head: a block of consecutive tokens times the heads of that kv head's
+ * group (GQA), token-major, so every key block loaded is used by all of them.
+ * Tiles are handed out through an atomic counter, latest tokens (the most
+ * keys) first, so threads finish together under the causal mask. */
 
 typedef struct {
-    const clv_cpu_kernels *k;
+    cpu_impl *im;
     float *out;
     const float *q, *kc, *vc;
     const clv_attn_args *a;
+    int hc, n_hc, bq, n_tb; /* heads per tile, head chunks per kv head, tokens per tile, token blocks */
+    _Atomic int next;
 } attn_job;
 
-/* One (query, head) pair with an online softmax: no score row is kept, so
- * memory does not grow with the context. */
 static void attn_task(void *ctx, int ith, int nth) {
+    (void)nth;
     attn_job *j = ctx;
     const clv_attn_args *a = j->a;
     const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
-    int i0, i1;
-    split(a->T * a->n_heads, ith, nth, 1, &i0, &i1);
-    float acc[CLV_MAX_HEAD_DIM];
-    for (int item = i0; item < i1; item++) {
-        int t = item / a->n_heads, h = item % a->n_heads, kvh = h / group;
-        int pos = a->pos0 + t;
-        int lo = a->window > 0 && pos - a->window + 1 > 0 ? pos - a->window + 1 : 0;
-        const float *q = j->q + ((size_t)t * a->n_heads + h) * hd;
-        memset(acc, 0, sizeof(float) * (size_t)hd);
-        float m = -INFINITY, l = 0.0f;
-        for (int p = lo; p <= pos; p++) {
-            const float *kr = j->kc + (size_t)p * a->kv_stride + (size_t)kvh * hd;
-            float s = j->k->dot(q, kr, hd) * a->scale;
-            if (s > m) {
-                float corr = expf(m - s);
-                j->k->scale(acc, corr, hd);
-                l *= corr;
-                m = s;
+    const int per_tb = a->n_kv_heads * j->n_hc, items = per_tb * j->n_tb;
+    attn_buf *ab = &j->im->attn[ith];
+    for (int it; (it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < items;) {
+        const int tb = j->n_tb - 1 - it / per_tb, kvh = it % per_tb / j->n_hc, hcn = it % j->n_hc;
+        const int t0 = tb * j->bq, t1 = t0 + j->bq < a->T ? t0 + j->bq : a->T;
+        const int h0 = kvh * group + hcn * j->hc, h1 = h0 + j->hc < (kvh + 1) * group ? h0 + j->hc : (kvh + 1) * group;
+        int R = 0;
+        for (int t = t0; t < t1; t++) {
+            const int pos = a->pos0 + t, lo = a->window > 0 && pos - a->window + 1 > 0 ? pos - a->window + 1 : 0;
+            for (int h = h0; h < h1; h++, R++) {
+                const float *src = j->q + ((size_t)t * a->n_heads + h) * hd;
+                float *dst = ab->q + (size_t)R * hd;
+                for (int d = 0; d < hd; d++) dst[d] = src[d] * a->scale;
+                ab->lo[R] = lo;
+                ab->hi[R] = pos;
             }
-            float pr = expf(s - m);
-            l += pr;
-            j->k->axpy(acc, pr, j->vc + (size_t)p * a->kv_stride + (size_t)kvh * hd, hd);
         }
-        float *o = j->out + ((size_t)t * a->n_heads + h) * hd;
-        for (int i = 0; i < hd; i++) o[i] = acc[i] / l;
+        clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + (size_t)kvh * hd, j->vc + (size_t)kvh * hd,
+                              a->kv_stride, ab->o, ab->work};
+        j->im->k->attn_tile(&tile);
+        R = 0;
+        for (int t = t0; t < t1; t++)
+            for (int h = h0; h < h1; h++, R++)
+                memcpy(j->out + ((size_t)t * a->n_heads + h) * hd, ab->o + (size_t)R * hd, sizeof(float) * (size_t)hd);
     }
 }
 
 static void cpu_attention(clv_backend *b, float *out, const float *q, const float *kc, const float *vc,
                           const clv_attn_args *a) {
-    CLV_ASSERT(a->head_dim <= CLV_MAX_HEAD_DIM);
-    attn_job j = {impl_of(b)->k, out, q, kc, vc, a};
-    clv_pool_run(impl_of(b)->pool, attn_task, &j);
+    CLV_ASSERT(a->head_dim <= CLV_MAX_HEAD_DIM && a->n_heads % a->n_kv_heads == 0);
+    const int group = a->n_heads / a->n_kv_heads;
+    attn_job j = {.im = impl_of(b), .out = out, .q = q, .kc = kc, .vc = vc, .a = a};
+    j.hc = group < CLV_ATTN_MAX_ROWS ? group : CLV_ATTN_MAX_ROWS;
+    j.n_hc = (group + j.hc - 1) / j.hc;
+    j.bq = CLV_ATTN_MAX_ROWS / j.hc;
+    j.n_tb = (a->T + j.bq - 1) / j.bq;
+    atomic_init(&j.next, 0);
+    clv_pool_run(j.im->pool, attn_task, &j);
 }
 
 /* ---- elementwise ------------------------------------------------------------ */
 
 typedef struct {
+    const clv_cpu_kernels *k;
     float *y;
     const float *x;
     size_t n;
@@ -214,18 +316,14 @@ typedef struct {
 } ew_job;
 
 static void ew_range(const ew_job *j, size_t a, size_t b) {
-    if (j->op == 0)
-        for (size_t i = a; i < b; i++) {
-            float g = j->y[i];
-            j->y[i] = g / (1.0f + expf(-g)) * j->x[i];
-        }
+    if (j->op == 0) j->k->silu_mul(j->y + a, j->x + a, b - a);
     else
         for (size_t i = a; i < b; i++) j->y[i] += j->x[i];
 }
 
 static void ew_task(void *ctx, int ith, int nth) {
     ew_job *j = ctx;
-    size_t per = (j->n + (size_t)nth - 1) / (size_t)nth;
+    size_t per = ((j->n + (size_t)nth - 1) / (size_t)nth + 15) & ~(size_t)15;
     size_t a = per * (size_t)ith, e = a + per < j->n ? a + per : j->n;
     if (a < e) ew_range(j, a, e);
 }
@@ -236,12 +334,12 @@ static void ew_run(clv_backend *b, ew_job *j) {
 }
 
 static void cpu_silu_mul(clv_backend *b, float *g, const float *u, size_t n) {
-    ew_job j = {g, u, n, 0};
+    ew_job j = {impl_of(b)->k, g, u, n, 0};
     ew_run(b, &j);
 }
 
 static void cpu_add(clv_backend *b, float *y, const float *x, size_t n) {
-    ew_job j = {y, x, n, 1};
+    ew_job j = {impl_of(b)->k, y, x, n, 1};
     ew_run(b, &j);
 }
 
@@ -267,10 +365,26 @@ static void cpu_embed(clv_backend *b, float *y, const clv_mat *tab, const int32_
     }
 }
 
+static void impl_free(cpu_impl *im) {
+    if (!im) return;
+    clv_pool_free(im->pool);
+    for (int i = 0; im->work && i < im->nth; i++) clv_free(im->work[i].p);
+    for (int i = 0; im->attn && i < im->nth; i++) {
+        clv_free(im->attn[i].q);
+        clv_free(im->attn[i].o);
+        clv_free(im->attn[i].work);
+        clv_free(im->attn[i].lo);
+        clv_free(im->attn[i].hi);
+    }
+    free(im->work);
+    free(im->attn);
+    clv_free(im->a_pack.p);
+    free(im);
+}
+
 static void cpu_destroy(clv_backend *b) {
     if (!b) return;
-    clv_pool_free(impl_of(b)->pool);
-    free(b->impl);
+    impl_free(b->impl);
     free(b);
 }
 
@@ -289,29 +403,43 @@ static const clv_backend_ops k_cpu_ops = {
     .destroy = cpu_destroy,
 };
 
-clv_backend *clv_cpu_backend_new(const char *name, int n_threads, const int *cpus) {
+clv_backend *clv_cpu_backend_new_with(const char *name, int n_threads, const int *cpus, const clv_cpu_kernels *k) {
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)n : 1;
     }
     clv_backend *b = calloc(1, sizeof *b);
     cpu_impl *im = calloc(1, sizeof *im);
-    if (!b || !im) {
-        free(b);
-        free(im);
-        return NULL;
+    if (!b || !im) goto fail;
+    im->k = k;
+    im->nth = n_threads;
+    im->work = calloc((size_t)n_threads, sizeof *im->work);
+    im->attn = calloc((size_t)n_threads, sizeof *im->attn);
+    if (!im->work || !im->attn) goto fail;
+    const size_t tile_floats = (size_t)CLV_ATTN_MAX_ROWS * CLV_MAX_HEAD_DIM;
+    for (int i = 0; i < n_threads; i++) {
+        attn_buf *ab = &im->attn[i];
+        ab->q = clv_alloc(sizeof(float) * tile_floats);
+        ab->o = clv_alloc(sizeof(float) * tile_floats);
+        ab->work = clv_alloc(sizeof(float) * clv_attn_work_floats(CLV_ATTN_MAX_ROWS, CLV_MAX_HEAD_DIM));
+        ab->lo = clv_alloc(sizeof(int) * CLV_ATTN_MAX_ROWS);
+        ab->hi = clv_alloc(sizeof(int) * CLV_ATTN_MAX_ROWS);
+        if (!ab->q || !ab->o || !ab->work || !ab->lo || !ab->hi) goto fail;
     }
-    im->k = clv_cpu_kernels_get();
     im->pool = clv_pool_new(n_threads, cpus);
-    if (!im->pool) {
-        free(b);
-        free(im);
-        return NULL;
-    }
+    if (!im->pool) goto fail;
     b->ops = &k_cpu_ops;
     b->impl = im;
     snprintf(b->name, sizeof b->name, "%s", name);
     return b;
+fail:
+    impl_free(im);
+    free(b);
+    return NULL;
+}
+
+clv_backend *clv_cpu_backend_new(const char *name, int n_threads, const int *cpus) {
+    return clv_cpu_backend_new_with(name, n_threads, cpus, clv_cpu_kernels_get());
 }
 
 int clv_cpu_backend_threads(const clv_backend *b) { return clv_pool_size(((const cpu_impl *)b->impl)->pool); }

@@ -1,27 +1,91 @@
 /* CPU compute kernels, one implementation per instruction set, chosen at run
- * time. Each computes a slice of the output so that the backend can spread
- * the work over its threads. */
+ * time (CLV_CPU=scalar|avx2|avx512|amx forces a lower level than the CPU
+ * offers). Each computes a slice of the output so that the backend can spread
+ * the work over its threads; none allocates or synchronises.
+ *
+ * Levels: "scalar" (portable C, the baseline the others are tested against),
+ * "avx2" (AVX2+FMA+F16C), "avx512" (F/BW/VL/DQ), "amx" (avx512 plus
+ * AMX-BF16 tiles for bf16 prefill, kernels_amx.c). */
 #ifndef CLV_CPU_KERNELS_H
 #define CLV_CPU_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "../backend.h"
 
+/* One block of attention rows for one kv head (see cpu.c for how rows are
+ * chosen): R query rows that share the kv head, each with its visible key
+ * range. o = softmax(q k^T) v per row, over cache rows lo[r] .. hi[r]. */
+typedef struct clv_attn_tile {
+    int R, hd;
+    const float *q;       /* [R][hd], already multiplied by the softmax scale */
+    const int *lo, *hi;   /* [R]; hi is non-decreasing in r, lo[r] <= hi[r] */
+    const float *k, *v;   /* cache row 0 of this kv head; rows `stride` floats apart */
+    int stride;
+    float *o;             /* [R][hd] */
+    float *work;          /* clv_attn_work_floats(R, hd) floats, 64-byte aligned */
+} clv_attn_tile;
+
+/* Keys per block in the attention kernels, and the most rows in one tile. */
+#define CLV_ATTN_BK 64
+#define CLV_ATTN_MAX_ROWS 64
+static inline size_t clv_attn_work_floats(int R, int hd) {
+    return (size_t)hd * CLV_ATTN_BK + (size_t)R * CLV_ATTN_BK + 2 * (size_t)R + 64;
+}
+
 typedef struct clv_cpu_kernels {
     const char *isa;
     /* y[t][n] = sum_k x[t][k] * w[n][k], for t < T and n0 <= n < n1.
-     * y has row stride ldy; w is [N][K] in the kernel's dtype. */
+     * y has row stride ldy; w is [N][K] in the kernel's dtype. T == 1 is the
+     * decode matrix-vector product (several rows in flight per thread to
+     * keep enough loads outstanding for the memory system). */
     void (*mm_f32)(float *y, int ldy, const float *x, const float *w, int T, int K, int n0, int n1);
     void (*mm_bf16)(float *y, int ldy, const float *x, const uint16_t *w, int T, int K, int n0, int n1);
     void (*mm_f16)(float *y, int ldy, const float *x, const uint16_t *w, int T, int K, int n0, int n1);
-    float (*dot)(const float *a, const float *b, int n);
-    void (*axpy)(float *y, float a, const float *x, int n); /* y += a*x */
-    void (*scale)(float *y, float a, int n);                 /* y *= a */
+    /* Prefill GEMM for larger T (NULL: use mm_*): same contract, plus a
+     * per-thread work buffer of gemm_work_bytes(K) bytes for packed weights. */
+    void (*gemm)(float *y, int ldy, const float *x, const void *w, clv_dtype dt, int T, int K, int n0, int n1,
+                 void *work);
+    size_t (*gemm_work_bytes)(int K);
+    int gemm_min_t; /* use gemm from this many tokens on */
+    /* attention over one tile (see clv_attn_tile) */
+    void (*attn_tile)(const clv_attn_tile *a);
+    /* g[i] = silu(g[i]) * u[i] */
+    void (*silu_mul)(float *g, const float *u, size_t n);
+    /* y[r] = x[r] / rms(x[r]) * w for rows r0 <= r < r1 of dim floats (sum of squares in double) */
+    void (*rmsnorm)(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps);
+    bool amx; /* bf16 prefill on AMX tiles: clv_amx_* below */
 } clv_cpu_kernels;
 
 const clv_cpu_kernels *clv_cpu_kernels_get(void);
-extern const clv_cpu_kernels clv_kernels_scalar, clv_kernels_avx2, clv_kernels_avx512;
+/* The kernels of a named level ("scalar", "avx2", "avx512", "amx"), or NULL
+ * when this CPU (and OS) cannot run it. For tests and benchmarks. */
+const clv_cpu_kernels *clv_cpu_kernels_named(const char *isa);
+extern const clv_cpu_kernels clv_kernels_scalar, clv_kernels_avx2, clv_kernels_avx512, clv_kernels_amx;
+/* A CPU backend running the given kernels (tests and benchmarks compare levels
+ * in one process; clv_cpu_backend_new takes clv_cpu_kernels_get()). */
+clv_backend *clv_cpu_backend_new_with(const char *name, int n_threads, const int *cpus, const clv_cpu_kernels *k);
+/* portable versions, shared by the levels without their own */
+void clv_attn_tile_scalar(const clv_attn_tile *a);
+void clv_silu_mul_scalar(float *g, const float *u, size_t n);
+void clv_rmsnorm_scalar(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps);
+
+/* ---- AMX-BF16 (kernels_amx.c) ----------------------------------------------------
+ * C[T][N] = A[T][K] . W^T with A in f32 and W in bf16. A is split into a bf16
+ * high part and a bf16 residual (x = hi + lo + O(2^-17 |x|)), both multiplied
+ * on the tiles with f32 accumulation, so the result keeps ~1e-5 relative
+ * accuracy instead of bf16's 4e-3. Two phases:
+ *   1. clv_amx_pack_a: every thread packs its share of 16-row blocks of x
+ *      into `ap` (clv_amx_a_bytes(T, K) bytes, shared);
+ *   2. clv_amx_gemm: each thread computes its columns n0..n1 from ap,
+ *      repacking W on the fly into `work` (clv_amx_work_bytes(K) bytes,
+ *      its own). */
+bool clv_amx_available(void); /* CPU has AMX-BF16 and the OS granted the tile state */
+size_t clv_amx_a_bytes(int T, int K);
+size_t clv_amx_work_bytes(int K);
+void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int mb1); /* 16-row blocks mb0..mb1-1 */
+void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const uint16_t *w, int T, int K, int n0, int n1, void *work);
 
 #endif

@@ -60,27 +60,12 @@ DEFINE_MM(mm_f32, float, ld_f32, cv_f32)
 DEFINE_MM(mm_bf16, uint16_t, ld_bf16, clv_bf16_to_f32)
 DEFINE_MM(mm_f16, uint16_t, ld_f16, clv_f16_to_f32)
 
-TGT static float dot(const float *a, const float *b, int n) {
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(ld_f32(a + i), ld_f32(b + i), acc);
-    float s = hsum(acc);
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-TGT static void axpy(float *y, float a, const float *x, int n) {
-    __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, ld_f32(x + i), ld_f32(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
-TGT static void scale(float *y, float a, int n) {
-    __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(av, ld_f32(y + i)));
-    for (; i < n; i++) y[i] *= a;
-}
-
-const clv_cpu_kernels clv_kernels_avx2 = {"avx2", mm_f32, mm_bf16, mm_f16, dot, axpy, scale};
+const clv_cpu_kernels clv_kernels_avx2 = {
+    .isa = "avx2",
+    .mm_f32 = mm_f32,
+    .mm_bf16 = mm_bf16,
+    .mm_f16 = mm_f16,
+    .attn_tile = clv_attn_tile_scalar,
+    .silu_mul = clv_silu_mul_scalar,
+    .rmsnorm = clv_rmsnorm_scalar,
+};

@@ -1,30 +1,206 @@
 /* AVX-512 kernels. Weights are widened to f32 in registers (bf16: shift into
  * the high half; f16: vcvtph2ps), so activations keep full f32 precision.
  *
- * Decode (T == 1) walks 8 weight rows at once: 8 independent read streams per
- * thread keep enough loads in flight to approach the memory bandwidth limit.
- * Prefill (T > 1) computes 4 rows x 4 tokens per step so that every weight
- * converted to f32 is used 4 times. */
+ * Decode (T == 1, gemv_*): each thread cuts its rows into GEMV_ROWS
+ * contiguous parts and walks one row of each at a time, a whole 64-byte line
+ * per row per step: GEMV_ROWS independent read streams in flight (one stream
+ * per core stops far below the memory bandwidth), each running on through
+ * consecutive rows instead of restarting every K elements. Loads are aligned
+ * to 64 bytes by a masked head block, and every stream is prefetched
+ * GEMV_PF bytes ahead: the hardware prefetchers stop at each 4 KiB page.
+ * bench/gemv_lab.c measures the choices (variant v13 there: on a real
+ * checkpoint's tensors ~10-15% over long streams without prefetch, and those
+ * ~10% over 8 adjacent rows). bf16 lines are split
+ * into their even and odd elements by a shift and a mask, against an x that
+ * is deinterleaved once per step for all rows: no cross-lane work per weight.
+ *
+ * Small T (mm_*): 4 rows x 4 tokens per step, weights converted once and
+ * used 4 times. Larger T (gemm): weights packed per 32-column panel and
+ * KC-deep block into f32 k-major order, then a 12-token x 32-column
+ * register-blocked microkernel (24 accumulators) — the GotoBLAS shape.
+ *
+ * Attention (attn_tile): keys in blocks of 64, transposed once per block so
+ * that scores, softmax and P.V are all dense FMA work over the tile's rows. */
 #include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "kernels.h"
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+#define INL TGT static inline __attribute__((always_inline))
 
-TGT static inline __m512 ld_f32(const float *p) { return _mm512_loadu_ps(p); }
-TGT static inline __m512 ldm_f32(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-TGT static inline __m512 ld_bf16(const uint16_t *p) {
+#ifndef GEMV_ROWS
+#define GEMV_ROWS 4
+#endif
+/* bytes ahead each stream is prefetched (past a row's end that is the next
+ * row of the same stream, which is where the stream goes) */
+#ifndef GEMV_PF
+#define GEMV_PF 2048
+#endif
+
+INL __m512 ld_f32(const float *p) { return _mm512_loadu_ps(p); }
+INL __m512 ldm_f32(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+INL __m512 ld_bf16(const uint16_t *p) {
     __m256i h = _mm256_loadu_si256((const __m256i *)p);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-TGT static inline __m512 ldm_bf16(const uint16_t *p, __mmask16 m) {
+INL __m512 ldm_bf16(const uint16_t *p, __mmask16 m) {
     __m256i h = _mm256_maskz_loadu_epi16(m, p);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-TGT static inline __m512 ld_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
-TGT static inline __m512 ldm_f16(const uint16_t *p, __mmask16 m) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+INL __m512 ld_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+INL __m512 ldm_f16(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* exp(x) for f32 lanes: x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor on r
+ * (truncation 5e-9 relative), 2^n by scalef. Inputs clamped to [-87, 88]:
+ * callers mask what must be exactly zero. */
+INL __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
 }
+
+/* 16x16 transpose of 32-bit elements: r[i][j] -> r[j][i]. */
+INL void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    /* r[4i+c] lane L = column 4L+c of rows 4i..4i+3: transpose the 4x4 lanes */
+    for (int c = 0; c < 4; c++) {
+        __m512i a = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44), b = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee);
+        __m512i e = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44), f = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
+        t[c] = _mm512_shuffle_i32x4(a, e, 0x88);
+        t[4 + c] = _mm512_shuffle_i32x4(a, e, 0xdd);
+        t[8 + c] = _mm512_shuffle_i32x4(b, f, 0x88);
+        t[12 + c] = _mm512_shuffle_i32x4(b, f, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+/* ---- decode: y = W x ------------------------------------------------------------- */
+
+/* Per 32 elements of a row: two f32 vectors, to be multiplied by the two x
+ * vectors that XPREP made for the same 32 elements. */
+#define W32_F32(p, m32, lo, hi)                                                                     \
+    do {                                                                                            \
+        lo = _mm512_maskz_loadu_ps((__mmask16)(m32), (p));                                          \
+        hi = _mm512_maskz_loadu_ps((__mmask16)((m32) >> 16), (p) + 16);                             \
+    } while (0)
+#define W32_F16(p, m32, lo, hi)                                                                     \
+    do {                                                                                            \
+        __m512i v_ = _mm512_maskz_loadu_epi16((m32), (p));                                          \
+        lo = _mm512_cvtph_ps(_mm512_castsi512_si256(v_));                                           \
+        hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v_, 1));                                     \
+    } while (0)
+#define W32_BF16(p, m32, lo, hi)                                                                    \
+    do {                                                                                            \
+        __m512i v_ = _mm512_maskz_loadu_epi16((m32), (p));                                          \
+        lo = _mm512_castsi512_ps(_mm512_slli_epi32(v_, 16));                                        \
+        hi = _mm512_castsi512_ps(_mm512_and_si512(v_, _mm512_set1_epi32((int)0xffff0000u)));        \
+    } while (0)
+/* x for those 32 elements: in order (f32, f16) or even/odd (bf16) */
+#define X32_PLAIN(x0, x1, a, b) (a = (x0), b = (x1))
+#define X32_EVENODD(x0, x1, a, b)                                                                   \
+    (a = _mm512_permutex2var_ps((x0), _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0), (x1)), \
+     b = _mm512_permutex2var_ps((x0), _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1), (x1)))
+
+/* head: elements done first as one masked block, so that every later load
+ * of every row is 64-byte aligned (checkpoints place tensors at any 8-byte
+ * offset; safetensors aligns nothing): a split load per line otherwise. */
+#define DEFINE_GEMV_ROWS(NAME, WT, W32, X32, R)                                                     \
+    INL void NAME(float *y, const float *x, const WT *w, int K, int n, int rs, int head) {          \
+        const WT *wr[R];                                                                            \
+        __m512 a[R], b[R];                                                                          \
+        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) {                                      \
+            wr[i] = w + (size_t)(n + i * rs) * K;                                                   \
+            a[i] = b[i] = _mm512_setzero_ps();                                                      \
+        }                                                                                           \
+        int k = 0;                                                                                  \
+        if (head) {                                                                                 \
+            const __mmask32 m = (__mmask32)((1ull << head) - 1);                                    \
+            __m512 xa, xb;                                                                          \
+            X32(ldm_f32(x, mask16(head)), ldm_f32(x + 16, mask16(head - 16)), xa, xb);              \
+            _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) {                                  \
+                __m512 lo, hi;                                                                      \
+                W32(wr[i], m, lo, hi);                                                              \
+                a[i] = _mm512_fmadd_ps(lo, xa, a[i]);                                               \
+                b[i] = _mm512_fmadd_ps(hi, xb, b[i]);                                               \
+            }                                                                                       \
+            k = head;                                                                               \
+        }                                                                                           \
+        for (; k + 32 <= K; k += 32) {                                                              \
+            __m512 xa, xb;                                                                          \
+            X32(ld_f32(x + k), ld_f32(x + k + 16), xa, xb);                                         \
+            _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) {                                  \
+                __m512 lo, hi;                                                                      \
+                _Pragma("GCC unroll 2") for (int o = 0; o < 32 * (int)sizeof(WT); o += 64)          \
+                    _mm_prefetch((const char *)(wr[i] + k) + GEMV_PF + o, _MM_HINT_T0);            \
+                W32(wr[i] + k, ~(__mmask32)0, lo, hi);                                              \
+                a[i] = _mm512_fmadd_ps(lo, xa, a[i]);                                               \
+                b[i] = _mm512_fmadd_ps(hi, xb, b[i]);                                               \
+            }                                                                                       \
+        }                                                                                           \
+        if (k < K) {                                                                                \
+            const int kr = K - k;                                                                   \
+            const __mmask32 m = (__mmask32)((1ull << kr) - 1);                                      \
+            __m512 xa, xb;                                                                          \
+            X32(ldm_f32(x + k, mask16(kr)), ldm_f32(x + k + 16, mask16(kr - 16)), xa, xb);          \
+            _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) {                                  \
+                __m512 lo, hi;                                                                      \
+                W32(wr[i] + k, m, lo, hi);                                                          \
+                a[i] = _mm512_fmadd_ps(lo, xa, a[i]);                                               \
+                b[i] = _mm512_fmadd_ps(hi, xb, b[i]);                                               \
+            }                                                                                       \
+        }                                                                                           \
+        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) y[n + i * rs] = _mm512_reduce_add_ps(_mm512_add_ps(a[i], b[i])); \
+    }
+
+/* Elements before the first 64-byte boundary of row n0, when every row has
+ * the same alignment (K * element size a multiple of 64), else 0. */
+static inline int gemv_head(const void *w, size_t es, int K, int n0) {
+    if (((size_t)K * es) % 64) return 0;
+    size_t mis = (uintptr_t)((const char *)w + (size_t)n0 * K * es) % 64;
+    if (mis == 0 || mis % es) return 0;
+    int head = (int)((64 - mis) / es);
+    return head < K ? head : 0;
+}
+
+#define DEFINE_GEMV(NAME, WT, W32, X32)                                                             \
+    DEFINE_GEMV_ROWS(NAME##_r, WT, W32, X32, GEMV_ROWS)                                             \
+    DEFINE_GEMV_ROWS(NAME##_1, WT, W32, X32, 1)                                                     \
+    TGT static void NAME(float *y, const float *x, const WT *w, int K, int n0, int n1) {            \
+        const int head = gemv_head(w, sizeof(WT), K, n0), L = (n1 - n0) / GEMV_ROWS;                \
+        for (int s = 0; s < L; s++) NAME##_r(y, x, w, K, n0 + s, L, head);                          \
+        for (int n = n0 + GEMV_ROWS * L; n < n1; n++) NAME##_1(y, x, w, K, n, 1, head);             \
+    }
+
+DEFINE_GEMV(gemv_f32, float, W32_F32, X32_PLAIN)
+DEFINE_GEMV(gemv_bf16, uint16_t, W32_BF16, X32_EVENODD)
+DEFINE_GEMV(gemv_f16, uint16_t, W32_F16, X32_PLAIN)
+
+/* ---- small T: 4 rows x 4 tokens --------------------------------------------------- */
 
 /* One output element at a time: used for row and token tails. */
 #define DOT1(LD, LDM, wr, xr, K, out)                                                  \
@@ -39,49 +215,14 @@ TGT static inline __m512 ldm_f16(const uint16_t *p, __mmask16 m) {
         (out) = _mm512_reduce_add_ps(a_);                                             \
     } while (0)
 
-#define DEFINE_MM(NAME, WT, LD, LDM)                                                                    \
+#define DEFINE_MM(NAME, WT, LD, LDM, GEMV)                                                              \
     TGT static void NAME(float *y, int ldy, const float *x, const WT *w, int T, int K, int n0, int n1) { \
-        const int kfull = K & ~15;                                                                      \
-        const __mmask16 mt = (__mmask16)((1u << (K - kfull)) - 1);                                      \
         if (T == 1) {                                                                                   \
-            int n = n0;                                                                                 \
-            for (; n + 8 <= n1; n += 8) {                                                               \
-                const WT *w0 = w + (size_t)n * K;                                                       \
-                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0; \
-                for (int k = 0; k < kfull; k += 16) {                                                   \
-                    __m512 xv = ld_f32(x + k);                                                          \
-                    a0 = _mm512_fmadd_ps(LD(w0 + k), xv, a0);                                           \
-                    a1 = _mm512_fmadd_ps(LD(w0 + (size_t)K + k), xv, a1);                               \
-                    a2 = _mm512_fmadd_ps(LD(w0 + (size_t)2 * K + k), xv, a2);                           \
-                    a3 = _mm512_fmadd_ps(LD(w0 + (size_t)3 * K + k), xv, a3);                           \
-                    a4 = _mm512_fmadd_ps(LD(w0 + (size_t)4 * K + k), xv, a4);                           \
-                    a5 = _mm512_fmadd_ps(LD(w0 + (size_t)5 * K + k), xv, a5);                           \
-                    a6 = _mm512_fmadd_ps(LD(w0 + (size_t)6 * K + k), xv, a6);                           \
-                    a7 = _mm512_fmadd_ps(LD(w0 + (size_t)7 * K + k), xv, a7);                           \
-                }                                                                                       \
-                if (kfull < K) {                                                                        \
-                    __m512 xv = ldm_f32(x + kfull, mt);                                                 \
-                    a0 = _mm512_fmadd_ps(LDM(w0 + kfull, mt), xv, a0);                                  \
-                    a1 = _mm512_fmadd_ps(LDM(w0 + (size_t)K + kfull, mt), xv, a1);                      \
-                    a2 = _mm512_fmadd_ps(LDM(w0 + (size_t)2 * K + kfull, mt), xv, a2);                  \
-                    a3 = _mm512_fmadd_ps(LDM(w0 + (size_t)3 * K + kfull, mt), xv, a3);                  \
-                    a4 = _mm512_fmadd_ps(LDM(w0 + (size_t)4 * K + kfull, mt), xv, a4);                  \
-                    a5 = _mm512_fmadd_ps(LDM(w0 + (size_t)5 * K + kfull, mt), xv, a5);                  \
-                    a6 = _mm512_fmadd_ps(LDM(w0 + (size_t)6 * K + kfull, mt), xv, a6);                  \
-                    a7 = _mm512_fmadd_ps(LDM(w0 + (size_t)7 * K + kfull, mt), xv, a7);                  \
-                }                                                                                       \
-                y[n + 0] = _mm512_reduce_add_ps(a0);                                                    \
-                y[n + 1] = _mm512_reduce_add_ps(a1);                                                    \
-                y[n + 2] = _mm512_reduce_add_ps(a2);                                                    \
-                y[n + 3] = _mm512_reduce_add_ps(a3);                                                    \
-                y[n + 4] = _mm512_reduce_add_ps(a4);                                                    \
-                y[n + 5] = _mm512_reduce_add_ps(a5);                                                    \
-                y[n + 6] = _mm512_reduce_add_ps(a6);                                                    \
-                y[n + 7] = _mm512_reduce_add_ps(a7);                                                    \
-            }                                                                                           \
-            for (; n < n1; n++) DOT1(LD, LDM, w + (size_t)n * K, x, K, y[n]);                           \
+            GEMV(y, x, w, K, n0, n1);                                                                   \
             return;                                                                                     \
         }                                                                                               \
+        const int kfull = K & ~15;                                                                      \
+        const __mmask16 mt = (__mmask16)((1u << (K - kfull)) - 1);                                      \
         int n = n0;                                                                                     \
         for (; n + 4 <= n1; n += 4) {                                                                   \
             const WT *w0 = w + (size_t)n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;                 \
@@ -110,39 +251,326 @@ TGT static inline __m512 ldm_f16(const uint16_t *p, __mmask16 m) {
             for (int t = 0; t < T; t++) DOT1(LD, LDM, w + (size_t)n * K, x + (size_t)t * K, K, y[(size_t)t * ldy + n]); \
     }
 
-DEFINE_MM(mm_f32, float, ld_f32, ldm_f32)
-DEFINE_MM(mm_bf16, uint16_t, ld_bf16, ldm_bf16)
-DEFINE_MM(mm_f16, uint16_t, ld_f16, ldm_f16)
+DEFINE_MM(mm_f32, float, ld_f32, ldm_f32, gemv_f32)
+DEFINE_MM(mm_bf16, uint16_t, ld_bf16, ldm_bf16, gemv_bf16)
+DEFINE_MM(mm_f16, uint16_t, ld_f16, ldm_f16, gemv_f16)
 
-TGT static float dot(const float *a, const float *b, int n) {
-    __m512 acc = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(ld_f32(a + i), ld_f32(b + i), acc);
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        acc = _mm512_fmadd_ps(ldm_f32(a + i, m), ldm_f32(b + i, m), acc);
-    }
-    return _mm512_reduce_add_ps(acc);
+/* ---- larger T: packed panels + 12x32 microkernel ------------------------------------ */
+
+#define GEMM_NC 32  /* columns (weight rows) per panel: two vectors */
+#define GEMM_KC 256 /* k per packed block: the panel is 32 KiB of f32 */
+#define GEMM_MR 12  /* tokens per microkernel call: 24 accumulators */
+
+static size_t gemm_work_bytes(int K) {
+    (void)K;
+    return sizeof(float) * GEMM_NC * GEMM_KC;
 }
 
-TGT static void axpy(float *y, float a, const float *x, int n) {
-    __m512 av = _mm512_set1_ps(a);
-    int i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, ld_f32(x + i), ld_f32(y + i)));
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, ldm_f32(x + i, m), ldm_f32(y + i, m)));
+/* bp[k][32] = w[n + j][k0 + k] as f32, for k < kc; zero for j >= nc. */
+#define DEFINE_PACK(NAME, WT, LDM)                                                                 \
+    TGT static void NAME(float *bp, const WT *w, int K, int n, int nc, int k0, int kc) {            \
+        for (int jg = 0; jg < 2; jg++)                                                              \
+            for (int kb = 0; kb < kc; kb += 16) {                                                   \
+                const __mmask16 km = mask16(kc - kb);                                               \
+                __m512i r[16];                                                                      \
+                for (int j = 0; j < 16; j++) {                                                      \
+                    int row = jg * 16 + j;                                                          \
+                    r[j] = row < nc ? _mm512_castps_si512(LDM(w + (size_t)(n + row) * K + k0 + kb, km)) \
+                                    : _mm512_setzero_si512();                                       \
+                }                                                                                   \
+                transpose16(r);                                                                     \
+                const int kk_n = kc - kb < 16 ? kc - kb : 16;                                       \
+                for (int kk = 0; kk < kk_n; kk++)                                                   \
+                    _mm512_store_si512((__m512i *)(bp + (size_t)(kb + kk) * GEMM_NC + jg * 16), r[kk]); \
+            }                                                                                       \
+    }
+DEFINE_PACK(pack_f32, float, ldm_f32)
+DEFINE_PACK(pack_bf16, uint16_t, ldm_bf16)
+DEFINE_PACK(pack_f16, uint16_t, ldm_f16)
+
+/* y[0..MR)[0..32) (+)= x[0..MR)[0..kc) . bp, columns masked by m0/m1 */
+#define DEFINE_MICRO(MR)                                                                           \
+    TGT static void micro_##MR(float *y, int ldy, const float *x, int ldx, const float *bp, int kc, \
+                               __mmask16 m0, __mmask16 m1, int accumulate) {                        \
+        __m512 c0[MR], c1[MR];                                                                      \
+        const float *xr[MR];                                                                        \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                                     \
+            xr[i] = x + (size_t)i * ldx;                                                            \
+            c0[i] = c1[i] = _mm512_setzero_ps();                                                    \
+        }                                                                                           \
+        for (int k = 0; k < kc; k++) {                                                              \
+            __m512 b0 = _mm512_load_ps(bp + (size_t)k * GEMM_NC), b1 = _mm512_load_ps(bp + (size_t)k * GEMM_NC + 16); \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                                 \
+                __m512 a = _mm512_set1_ps(xr[i][k]);                                                \
+                c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);                                              \
+                c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);                                              \
+            }                                                                                       \
+        }                                                                                           \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                                     \
+            float *yr = y + (size_t)i * ldy;                                                        \
+            if (accumulate) {                                                                       \
+                c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, yr));                        \
+                c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, yr + 16));                   \
+            }                                                                                       \
+            _mm512_mask_storeu_ps(yr, m0, c0[i]);                                                   \
+            _mm512_mask_storeu_ps(yr + 16, m1, c1[i]);                                              \
+        }                                                                                           \
+    }
+DEFINE_MICRO(12)
+DEFINE_MICRO(8)
+DEFINE_MICRO(4)
+DEFINE_MICRO(2)
+DEFINE_MICRO(1)
+
+TGT static void gemm(float *y, int ldy, const float *x, const void *w, clv_dtype dt, int T, int K, int n0, int n1,
+                     void *work) {
+    float *bp = work;
+    for (int n = n0; n < n1; n += GEMM_NC) {
+        const int nc = n1 - n < GEMM_NC ? n1 - n : GEMM_NC;
+        const __mmask16 m0 = mask16(nc), m1 = mask16(nc - 16);
+        for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
+            const int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+            switch (dt) {
+            case CLV_DT_F32: pack_f32(bp, w, K, n, nc, k0, kc); break;
+            case CLV_DT_BF16: pack_bf16(bp, w, K, n, nc, k0, kc); break;
+            default: pack_f16(bp, w, K, n, nc, k0, kc); break;
+            }
+            int t = 0;
+            for (; t + 12 <= T; t += 12)
+                micro_12(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+            for (; t + 8 <= T; t += 8)
+                micro_8(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+            for (; t + 4 <= T; t += 4)
+                micro_4(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+            for (; t + 2 <= T; t += 2)
+                micro_2(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+            for (; t < T; t++)
+                micro_1(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+        }
     }
 }
 
-TGT static void scale(float *y, float a, int n) {
-    __m512 av = _mm512_set1_ps(a);
-    int i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_mul_ps(av, ld_f32(y + i)));
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(av, ldm_f32(y + i, m)));
+/* ---- attention ---------------------------------------------------------------------- */
+
+/* scores s[r][0..64) = q[r] . kt for rows r0..r0+RR-1 */
+#define DEFINE_SCORES(RR)                                                                          \
+    INL void scores_##RR(float *s, const float *q, const float *kt, int hd) {                       \
+        __m512 a0[RR], a1[RR], a2[RR], a3[RR];                                                      \
+        _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) a0[i] = a1[i] = a2[i] = a3[i] = _mm512_setzero_ps(); \
+        for (int d = 0; d < hd; d++) {                                                              \
+            const float *kd = kt + (size_t)d * CLV_ATTN_BK;                                         \
+            const __m512 k0 = _mm512_load_ps(kd), k1 = _mm512_load_ps(kd + 16), k2 = _mm512_load_ps(kd + 32), \
+                         k3 = _mm512_load_ps(kd + 48);                                              \
+            _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) {                                  \
+                const __m512 qb = _mm512_set1_ps(q[(size_t)i * hd + d]);                            \
+                a0[i] = _mm512_fmadd_ps(qb, k0, a0[i]);                                             \
+                a1[i] = _mm512_fmadd_ps(qb, k1, a1[i]);                                             \
+                a2[i] = _mm512_fmadd_ps(qb, k2, a2[i]);                                             \
+                a3[i] = _mm512_fmadd_ps(qb, k3, a3[i]);                                             \
+            }                                                                                       \
+        }                                                                                           \
+        _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) {                                      \
+            _mm512_store_ps(s + (size_t)i * CLV_ATTN_BK, a0[i]);                                    \
+            _mm512_store_ps(s + (size_t)i * CLV_ATTN_BK + 16, a1[i]);                               \
+            _mm512_store_ps(s + (size_t)i * CLV_ATTN_BK + 32, a2[i]);                               \
+            _mm512_store_ps(s + (size_t)i * CLV_ATTN_BK + 48, a3[i]);                               \
+        }                                                                                           \
+    }
+DEFINE_SCORES(4)
+DEFINE_SCORES(1)
+
+/* o[r] += sum_j p[r][j] v[j] over nb keys, for RR rows, hd columns from c0, up to 64.
+ * (Every accumulator is named, not indexed, so that they all stay in registers.) */
+#define DEFINE_PV(RR)                                                                              \
+    INL void pv_##RR(float *o, const float *p, const float *v, int stride, int nb, int hd, int c0) { \
+        const __mmask16 k0 = mask16(hd - c0), k1 = mask16(hd - c0 - 16), k2 = mask16(hd - c0 - 32), \
+                        k3 = mask16(hd - c0 - 48);                                                  \
+        __m512 a0[RR], a1[RR], a2[RR], a3[RR];                                                      \
+        _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) {                                      \
+            float *orow = o + (size_t)i * hd + c0;                                                  \
+            a0[i] = _mm512_maskz_loadu_ps(k0, orow);                                                \
+            a1[i] = _mm512_maskz_loadu_ps(k1, orow + 16);                                           \
+            a2[i] = _mm512_maskz_loadu_ps(k2, orow + 32);                                           \
+            a3[i] = _mm512_maskz_loadu_ps(k3, orow + 48);                                           \
+        }                                                                                           \
+        for (int jj = 0; jj < nb; jj++) {                                                           \
+            const float *vr = v + (size_t)jj * stride + c0;                                         \
+            const __m512 v0 = _mm512_maskz_loadu_ps(k0, vr), v1 = _mm512_maskz_loadu_ps(k1, vr + 16), \
+                         v2 = _mm512_maskz_loadu_ps(k2, vr + 32), v3 = _mm512_maskz_loadu_ps(k3, vr + 48); \
+            _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) {                                  \
+                const __m512 pb = _mm512_set1_ps(p[(size_t)i * CLV_ATTN_BK + jj]);                  \
+                a0[i] = _mm512_fmadd_ps(pb, v0, a0[i]);                                             \
+                a1[i] = _mm512_fmadd_ps(pb, v1, a1[i]);                                             \
+                a2[i] = _mm512_fmadd_ps(pb, v2, a2[i]);                                             \
+                a3[i] = _mm512_fmadd_ps(pb, v3, a3[i]);                                             \
+            }                                                                                       \
+        }                                                                                           \
+        _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) {                                      \
+            float *orow = o + (size_t)i * hd + c0;                                                  \
+            _mm512_mask_storeu_ps(orow, k0, a0[i]);                                                 \
+            _mm512_mask_storeu_ps(orow + 16, k1, a1[i]);                                            \
+            _mm512_mask_storeu_ps(orow + 32, k2, a2[i]);                                            \
+            _mm512_mask_storeu_ps(orow + 48, k3, a3[i]);                                            \
+        }                                                                                           \
+    }
+DEFINE_PV(4)
+DEFINE_PV(1)
+
+TGT static void attn_tile(const clv_attn_tile *a) {
+    const int R = a->R, hd = a->hd, stride = a->stride;
+    float *kt = a->work;                         /* [hd][64] keys of the block, transposed */
+    float *S = kt + (size_t)hd * CLV_ATTN_BK;    /* [R][64] scores, then probabilities */
+    float *mrow = S + (size_t)R * CLV_ATTN_BK, *lrow = mrow + R;
+    int jlo = a->lo[0], jhi = a->hi[R - 1];
+    for (int r = 0; r < R; r++) {
+        mrow[r] = -INFINITY;
+        lrow[r] = 0.0f;
+        if (a->lo[r] < jlo) jlo = a->lo[r];
+        if (a->hi[r] > jhi) jhi = a->hi[r];
+    }
+    memset(a->o, 0, sizeof(float) * (size_t)R * hd);
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (int j0 = jlo; j0 <= jhi; j0 += CLV_ATTN_BK) {
+        const int nb = jhi + 1 - j0 < CLV_ATTN_BK ? jhi + 1 - j0 : CLV_ATTN_BK;
+        /* rows that see any key of this block: hi is sorted; lo is sorted for
+         * every row layout cpu.c makes, but do not rely on it */
+        int ra = 0;
+        while (ra < R && a->hi[ra] < j0) ra++;
+        if (ra == R) break;
+        /* transpose the block's keys into kt (zero past nb) */
+        for (int jb = 0; jb < CLV_ATTN_BK; jb += 16)
+            for (int d0 = 0; d0 < hd; d0 += 16) {
+                const __mmask16 dm = mask16(hd - d0);
+                __m512i r[16];
+                for (int jj = 0; jj < 16; jj++)
+                    r[jj] = jb + jj < nb ? _mm512_castps_si512(_mm512_maskz_loadu_ps(dm, a->k + (size_t)(j0 + jb + jj) * stride + d0))
+                                         : _mm512_setzero_si512();
+                transpose16(r);
+                for (int dd = 0; dd < 16 && d0 + dd < hd; dd++)
+                    _mm512_store_si512((__m512i *)(kt + (size_t)(d0 + dd) * CLV_ATTN_BK + jb), r[dd]);
+            }
+        int r = ra;
+        for (; r + 4 <= R; r += 4) scores_4(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kt, hd);
+        for (; r < R; r++) scores_1(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kt, hd);
+        /* mask, online softmax: P replaces S; rows with nothing visible get P = 0 */
+        for (r = ra; r < R; r++) {
+            float *s = S + (size_t)r * CLV_ATTN_BK;
+            const __m512i lo = _mm512_set1_epi32(a->lo[r] - j0), hi = _mm512_set1_epi32(a->hi[r] - j0);
+            __mmask16 vm[4];
+            __m512 sv[4], mx = _mm512_set1_ps(-INFINITY);
+            int any = 0;
+            for (int j = 0; j < 4; j++) {
+                __m512i idx = _mm512_add_epi32(lane, _mm512_set1_epi32(16 * j));
+                vm[j] = _mm512_cmpge_epi32_mask(idx, lo) & _mm512_cmple_epi32_mask(idx, hi) &
+                        _mm512_cmplt_epi32_mask(idx, _mm512_set1_epi32(nb));
+                any |= vm[j];
+                sv[j] = _mm512_load_ps(s + 16 * j);
+                mx = _mm512_mask_max_ps(mx, vm[j], mx, sv[j]);
+            }
+            if (!any) {
+                memset(s, 0, sizeof(float) * CLV_ATTN_BK);
+                continue;
+            }
+            const float bmax = _mm512_reduce_max_ps(mx), mold = mrow[r];
+            const float mnew = bmax > mold ? bmax : mold;
+            const __m512 mv = _mm512_set1_ps(mnew);
+            __m512 sum = _mm512_setzero_ps();
+            for (int j = 0; j < 4; j++) {
+                __m512 p = _mm512_maskz_mov_ps(vm[j], exp512(_mm512_sub_ps(sv[j], mv)));
+                sum = _mm512_add_ps(sum, p);
+                _mm512_store_ps(s + 16 * j, p);
+            }
+            if (mnew > mold && mold != -INFINITY) {
+                const float corr = expf(mold - mnew);
+                lrow[r] *= corr;
+                const __m512 cv = _mm512_set1_ps(corr);
+                float *o = a->o + (size_t)r * hd;
+                for (int d = 0; d < hd; d += 16) {
+                    __mmask16 dm = mask16(hd - d);
+                    _mm512_mask_storeu_ps(o + d, dm, _mm512_mul_ps(cv, _mm512_maskz_loadu_ps(dm, o + d)));
+                }
+            }
+            mrow[r] = mnew;
+            lrow[r] += _mm512_reduce_add_ps(sum);
+        }
+        const float *vb = a->v + (size_t)j0 * stride;
+        for (int c0 = 0; c0 < hd; c0 += 64) {
+            r = ra;
+            for (; r + 4 <= R; r += 4) pv_4(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vb, stride, nb, hd, c0);
+            for (; r < R; r++) pv_1(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vb, stride, nb, hd, c0);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        const __m512 inv = _mm512_set1_ps(1.0f / lrow[r]);
+        float *o = a->o + (size_t)r * hd;
+        for (int d = 0; d < hd; d += 16) {
+            __mmask16 dm = mask16(hd - d);
+            _mm512_mask_storeu_ps(o + d, dm, _mm512_mul_ps(inv, _mm512_maskz_loadu_ps(dm, o + d)));
+        }
     }
 }
 
-const clv_cpu_kernels clv_kernels_avx512 = {"avx512", mm_f32, mm_bf16, mm_f16, dot, axpy, scale};
+/* ---- elementwise ---------------------------------------------------------------------- */
+
+TGT static void silu_mul(float *g, const float *u, size_t n) {
+    size_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : mask16((int)(n - i));
+        __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        __m512 s = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(s, uv));
+    }
+}
+
+TGT static void rmsnorm(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps) {
+    for (int r = r0; r < r1; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+        int i = 0;
+        for (; i + 16 <= dim; i += 16) {
+            __m512d a = _mm512_cvtps_pd(_mm256_loadu_ps(xr + i)), b = _mm512_cvtps_pd(_mm256_loadu_ps(xr + i + 8));
+            s0 = _mm512_fmadd_pd(a, a, s0);
+            s1 = _mm512_fmadd_pd(b, b, s1);
+        }
+        double ss = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+        for (; i < dim; i++) ss += (double)xr[i] * xr[i];
+        const float inv = (float)(1.0 / sqrt(ss / dim + eps));
+        const __m512 iv = _mm512_set1_ps(inv);
+        for (i = 0; i < dim; i += 16) {
+            __mmask16 m = mask16(dim - i);
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + i), iv);
+            _mm512_mask_storeu_ps(yr + i, m, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i)));
+        }
+    }
+}
+
+const clv_cpu_kernels clv_kernels_avx512 = {
+    .isa = "avx512",
+    .mm_f32 = mm_f32,
+    .mm_bf16 = mm_bf16,
+    .mm_f16 = mm_f16,
+    .gemm = gemm,
+    .gemm_work_bytes = gemm_work_bytes,
+    .gemm_min_t = 8,
+    .attn_tile = attn_tile,
+    .silu_mul = silu_mul,
+    .rmsnorm = rmsnorm,
+};
+
+/* The amx level: everything above, plus bf16 prefill on tiles (cpu.c calls
+ * clv_amx_* when .amx is set). */
+const clv_cpu_kernels clv_kernels_amx = {
+    .isa = "amx",
+    .mm_f32 = mm_f32,
+    .mm_bf16 = mm_bf16,
+    .mm_f16 = mm_f16,
+    .gemm = gemm,
+    .gemm_work_bytes = gemm_work_bytes,
+    .gemm_min_t = 8,
+    .attn_tile = attn_tile,
+    .silu_mul = silu_mul,
+    .rmsnorm = rmsnorm,
+    .amx = true,
+};

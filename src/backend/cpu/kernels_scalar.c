@@ -1,5 +1,9 @@
 /* Portable kernels: the fallback and the baseline the SIMD paths are tested
- * against. */
+ * against. The attention tile, silu and rmsnorm here are also what the avx2
+ * level runs. */
+#include <math.h>
+#include <string.h>
+
 #include "kernels.h"
 
 #include "../../util/util.h"
@@ -21,16 +25,53 @@ DEFINE_MM(mm_f32, float, ID)
 DEFINE_MM(mm_bf16, uint16_t, clv_bf16_to_f32)
 DEFINE_MM(mm_f16, uint16_t, clv_f16_to_f32)
 
-static float dot(const float *a, const float *b, int n) {
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-static void axpy(float *y, float a, const float *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
-static void scale(float *y, float a, int n) {
-    for (int i = 0; i < n; i++) y[i] *= a;
+/* Online softmax, one row at a time, one key at a time. */
+void clv_attn_tile_scalar(const clv_attn_tile *a) {
+    const int hd = a->hd;
+    for (int r = 0; r < a->R; r++) {
+        const float *q = a->q + (size_t)r * hd;
+        float *o = a->o + (size_t)r * hd;
+        memset(o, 0, sizeof(float) * (size_t)hd);
+        float m = -INFINITY, l = 0.0f;
+        for (int p = a->lo[r]; p <= a->hi[r]; p++) {
+            const float *kr = a->k + (size_t)p * a->stride, *vr = a->v + (size_t)p * a->stride;
+            float s = 0.0f;
+            for (int i = 0; i < hd; i++) s += q[i] * kr[i];
+            if (s > m) {
+                float corr = expf(m - s);
+                for (int i = 0; i < hd; i++) o[i] *= corr;
+                l *= corr;
+                m = s;
+            }
+            float pr = expf(s - m);
+            l += pr;
+            for (int i = 0; i < hd; i++) o[i] += pr * vr[i];
+        }
+        for (int i = 0; i < hd; i++) o[i] /= l;
+    }
 }
 
-const clv_cpu_kernels clv_kernels_scalar = {"scalar", mm_f32, mm_bf16, mm_f16, dot, axpy, scale};
+void clv_silu_mul_scalar(float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void clv_rmsnorm_scalar(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps) {
+    for (int r = r0; r < r1; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+        float inv = (float)(1.0 / sqrt(ss / dim + eps));
+        for (int i = 0; i < dim; i++) yr[i] = xr[i] * inv * w[i];
+    }
+}
+
+const clv_cpu_kernels clv_kernels_scalar = {
+    .isa = "scalar",
+    .mm_f32 = mm_f32,
+    .mm_bf16 = mm_bf16,
+    .mm_f16 = mm_f16,
+    .attn_tile = clv_attn_tile_scalar,
+    .silu_mul = clv_silu_mul_scalar,
+    .rmsnorm = clv_rmsnorm_scalar,
+};

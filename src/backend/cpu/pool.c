@@ -5,12 +5,14 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../../util/util.h"
 
 #define SPIN_ITERS 20000
+#define YIELD_AFTER 2000
 
 typedef struct worker {
     struct clv_pool *pool;
@@ -18,15 +20,20 @@ typedef struct worker {
     pthread_t th;
 } worker;
 
+/* The words every thread touches on every job sit on their own cache lines:
+ * the caller writes gen and spins on pending, the workers spin on gen and
+ * write pending, and none of that should bounce the line holding fn/ctx. */
 struct clv_pool {
     int n;
     worker *w;
     clv_task_fn fn;
     void *ctx;
-    _Atomic unsigned gen;     /* bumped once per job; workers wait for a change */
-    _Atomic int pending;      /* workers still running the current job */
+    _Alignas(64) _Atomic unsigned gen; /* bumped once per job; workers wait for a change */
     _Atomic int sleepers;
     _Atomic int stop;
+    _Alignas(64) _Atomic int pending;  /* workers still running the current job */
+    _Alignas(64) _Atomic unsigned bar_count; /* threads arrived at the current barrier */
+    _Alignas(64) _Atomic unsigned bar_gen;   /* bumped when the last one arrives */
 };
 
 static void futex_wait(_Atomic unsigned *addr, unsigned val) {
@@ -40,6 +47,14 @@ static inline void cpu_relax(void) {
 #if defined(__x86_64__)
     __builtin_ia32_pause();
 #endif
+}
+
+/* Waits inside a job are short when every thread has a core; when there are
+ * more threads than free cores the one we wait for may not be running, so
+ * after a while give the core away instead of burning its time slice. */
+static inline void spin_or_yield(int spins) {
+    if (spins < YIELD_AFTER) cpu_relax();
+    else sched_yield();
 }
 
 static void *worker_main(void *arg) {
@@ -68,8 +83,9 @@ static void *worker_main(void *arg) {
 
 clv_pool *clv_pool_new(int n, const int *cpus) {
     if (n < 1) n = 1;
-    clv_pool *p = calloc(1, sizeof *p);
+    clv_pool *p = aligned_alloc(64, (sizeof(clv_pool) + 63) & ~(size_t)63);
     if (!p) return NULL;
+    memset(p, 0, sizeof *p);
     p->n = n;
     p->w = calloc((size_t)n, sizeof *p->w);
     if (!p->w) {
@@ -106,7 +122,21 @@ void clv_pool_run(clv_pool *p, clv_task_fn fn, void *ctx) {
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
     if (atomic_load(&p->sleepers)) futex_wake_all(&p->gen);
     fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0) cpu_relax();
+    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) != 0; spins++) spin_or_yield(spins);
+}
+
+void clv_pool_barrier(clv_pool *p) {
+    if (p->n == 1) return;
+    unsigned g = atomic_load_explicit(&p->bar_gen, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&p->bar_count, 1, memory_order_acq_rel) == (unsigned)p->n - 1) {
+        /* last to arrive: reset the count before releasing anyone, so that a
+         * thread racing ahead into the next barrier counts from zero */
+        atomic_store_explicit(&p->bar_count, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->bar_gen, 1, memory_order_release);
+    } else {
+        for (int spins = 0; atomic_load_explicit(&p->bar_gen, memory_order_acquire) == g; spins++)
+            spin_or_yield(spins);
+    }
 }
 
 void clv_pool_free(clv_pool *p) {

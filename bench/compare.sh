@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# bench/compare.sh — cleave against its peers on one checkpoint, one table:
+# pp (prompt tokens/s), tg (generated tokens/s), and tg as a share of the
+# memory-bandwidth limit that bench/stream measures for the same thread count.
+#
+#   bench/compare.sh MODEL_DIR [-t "1 2"] [-p 512] [-n 128] [-r 3]
+#
+# Peers, each skipped (with a line saying why) when not set up:
+#   llama.cpp     LLAMA_BENCH=/path/to/llama-bench and LLAMA_CPP_DIR=/path/to/llama.cpp
+#                 (its convert_hf_to_gguf.py makes a bf16 GGUF of MODEL_DIR, cached
+#                 under $WORK; a checkpoint without a tokenizer gets a stand-in
+#                 byte-fallback tokenizer.json, which changes no weight)
+#   transformers  HF_VENV (default /tmp/hfvenv: torch + transformers; created with
+#                 pip when missing): greedy generate of -n tokens after a -p token
+#                 prompt in bf16, prefill timed separately
+# Other knobs: CLEAVE (default build/cleave), STREAM (default bench/stream),
+# WORK (default /tmp/cleave-compare), LLAMA_CPP_COMMIT (printed when LLAMA_CPP_DIR
+# is not a git checkout), WAIT_IDLE=0 to skip waiting for an idle machine
+# before each measurement (shared machines: see bench/README.md).
+#
+# The share of bandwidth is tg x (bytes of weights read per token, as cleave
+# counts them: every matrix plus one embedding row) / stream's best read GB/s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -ge 1 && $1 != -h && $1 != --help ]] || usage
+MODEL=$(cd "$1" && pwd); shift
+THREADS="1 2" PP=512 TG=128 REPS=3
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    -t) THREADS=$2; shift 2 ;;
+    -p) PP=$2; shift 2 ;;
+    -n) TG=$2; shift 2 ;;
+    -r) REPS=$2; shift 2 ;;
+    *) usage ;;
+    esac
+done
+CLEAVE=${CLEAVE:-build/cleave}
+STREAM=${STREAM:-bench/stream}
+WORK=${WORK:-/tmp/cleave-compare}
+HF_VENV=${HF_VENV:-/tmp/hfvenv}
+mkdir -p "$WORK"
+log() { echo "compare: $*" >&2; }
+
+wait_idle() { # best effort: until both CPUs are >= 97% idle over 2 s, at most ~2 min
+    [[ ${WAIT_IDLE:-1} == 0 ]] && return 0
+    local i u n s id io irq sirq st t1 i1 t2 i2
+    for i in $(seq 1 60); do
+        read -r _ u n s id io irq sirq st _ </proc/stat; t1=$((u + n + s + id + io + irq + sirq + st)); i1=$id
+        sleep 2
+        read -r _ u n s id io irq sirq st _ </proc/stat; t2=$((u + n + s + id + io + irq + sirq + st)); i2=$id
+        (( 100 * (i2 - i1) / (t2 - t1) >= 97 )) && return 0
+    done
+    log "machine never went idle; measuring anyway"
+}
+
+[[ -x $CLEAVE ]] || make -s "$CLEAVE" >&2
+[[ -x $STREAM ]] || make -s -C bench stream >&2
+
+declare -A ROW # ROW[engine,threads] = "pp tg"
+BYTES=$("$CLEAVE" bench -m "$MODEL" -p 1 -n 1 -r 1 -t 1 --json | python3 -c "import json,sys; print(json.load(sys.stdin)['decode_bytes_per_token'])")
+
+# ---- bandwidth limit --------------------------------------------------------------
+declare -A BW
+maxth=$(for t in $THREADS; do echo "$t"; done | sort -n | tail -1)
+wait_idle
+bwline=$("$STREAM" -t "$maxth" -n 5 | grep '^read_bw_gbs')
+for t in $THREADS; do BW[$t]=$(sed -n "s/.*threads=$t \([0-9.]*\).*/\1/p" <<<"$bwline"); done
+log "stream: $bwline"
+
+# ---- cleave -------------------------------------------------------------------------
+for t in $THREADS; do
+    wait_idle
+    j=$("$CLEAVE" bench -m "$MODEL" -p "$PP" -n "$TG" -t "$t" -r "$REPS" --json)
+    ROW[cleave,$t]=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['pp_tok_s'], d['tg_tok_s'])" "$j")
+    ISA=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['isa'])" "$j")
+    log "cleave -t $t: ${ROW[cleave,$t]}"
+done
+CLEAVE_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src 2>/dev/null || echo "+changes")
+
+# ---- llama.cpp ------------------------------------------------------------------------
+LLAMA_NOTE="not run (set LLAMA_BENCH and LLAMA_CPP_DIR)"
+if [[ -n ${LLAMA_BENCH:-} && -n ${LLAMA_CPP_DIR:-} ]]; then
+    PY=python3
+    [[ -x $HF_VENV/bin/python ]] && PY=$HF_VENV/bin/python
+    GGUF=$WORK/$(basename "$MODEL")-bf16.gguf
+    if [[ ! -f $GGUF || $GGUF -ot $MODEL/config.json ]]; then
+        src=$MODEL
+        if [[ ! -f $MODEL/tokenizer.json && ! -f $MODEL/tokenizer.model ]]; then
+            src=$WORK/$(basename "$MODEL")-with-tokenizer
+            rm -rf "$src" && mkdir -p "$src"
+            for f in "$MODEL"/*; do ln -s "$f" "$src/"; done
+            V=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$MODEL/config.json")
+            "$PY" bench/make_tokenizer.py "$src" "$V"
+        fi
+        "$PY" -c "import sentencepiece" 2>/dev/null || "$PY" -m pip install -q sentencepiece >&2
+        log "converting to $GGUF"
+        "$PY" "$LLAMA_CPP_DIR/convert_hf_to_gguf.py" "$src" --outtype bf16 --outfile "$GGUF" >"$WORK/convert.log" 2>&1 ||
+            { log "conversion failed, see $WORK/convert.log"; exit 1; }
+    fi
+    for t in $THREADS; do
+        wait_idle
+        "$LLAMA_BENCH" -m "$GGUF" -p "$PP" -n "$TG" -t "$t" -r "$REPS" -o json >"$WORK/llama.json" 2>"$WORK/llama.err" ||
+            { log "llama-bench failed, see $WORK/llama.err"; exit 1; }
+        ROW[llama.cpp,$t]=$(python3 -c "
+import json, sys
+rs = json.load(open(sys.argv[1])); pp = tg = 0
+for r in rs:
+    if r['n_prompt'] > 0 and r['n_gen'] == 0: pp = r['avg_ts']
+    if r['n_gen'] > 0 and r['n_prompt'] == 0: tg = r['avg_ts']
+print(pp, tg)" "$WORK/llama.json")
+        log "llama.cpp -t $t: ${ROW[llama.cpp,$t]}"
+    done
+    commit=${LLAMA_CPP_COMMIT:-$(git -C "$LLAMA_CPP_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+    LLAMA_NOTE="llama.cpp $commit (llama-bench, bf16 GGUF, CPU build)"
+fi
+
+# ---- transformers ------------------------------------------------------------------------
+if [[ ! -x $HF_VENV/bin/python ]]; then
+    log "creating $HF_VENV (torch, transformers)"
+    python3 -m venv "$HF_VENV" && "$HF_VENV/bin/pip" install -q torch transformers safetensors >&2
+fi
+HF_NOTE="not run"
+if "$HF_VENV/bin/python" -c "import torch, transformers" 2>/dev/null; then
+    for t in $THREADS; do
+        wait_idle
+        ROW[transformers,$t]=$("$HF_VENV/bin/python" - "$MODEL" "$PP" "$TG" "$t" <<'PY'
+import sys, time, torch, transformers
+model_dir, pp, tg, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+m = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+g = torch.Generator().manual_seed(12345)
+ids = torch.randint(3, m.config.vocab_size, (1, pp), generator=g)
+with torch.inference_mode():
+    m(ids[:, :16])                                  # warm up
+    t0 = time.perf_counter(); m(ids); t1 = time.perf_counter()
+    t2 = time.perf_counter()
+    out = m.generate(ids, max_new_tokens=tg, min_new_tokens=tg, do_sample=False, eos_token_id=None, pad_token_id=0)
+    t3 = time.perf_counter()
+assert out.shape[1] == pp + tg, out.shape
+prefill = t1 - t0
+print(pp / prefill, tg / max((t3 - t2) - prefill, 1e-9))
+PY
+)
+        log "transformers -t $t: ${ROW[transformers,$t]}"
+    done
+    HF_NOTE=$("$HF_VENV/bin/python" -c "import torch, transformers; print(f'transformers {transformers.__version__}, torch {torch.__version__}')")
+fi
+
+# ---- the table -----------------------------------------------------------------------------
+echo
+echo "model: $MODEL ($(python3 -c "print(f'{$BYTES/1e6:.1f}')") MB of weights read per generated token)"
+echo "date: $(date -u +%Y-%m-%d), cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cpus"
+echo "cleave $CLEAVE_COMMIT ($ISA kernels); $LLAMA_NOTE; $HF_NOTE"
+echo "stream read bandwidth: $(for t in $THREADS; do printf '%s thread(s) %s GB/s  ' "$t" "${BW[$t]}"; done)"
+echo
+printf '| %-12s | %7s | %10s | %10s | %12s | %12s |\n' engine threads "pp$PP t/s" "tg$TG t/s" "tg GB/s" "tg % of BW"
+printf '|%s|%s|%s|%s|%s|%s|\n' -------------- ---------: ------------: ------------: --------------: --------------:
+for e in cleave llama.cpp transformers; do
+    for t in $THREADS; do
+        [[ -n ${ROW[$e,$t]:-} ]] || continue
+        read -r pp tg <<<"${ROW[$e,$t]}"
+        python3 -c "
+import sys
+e, t, pp, tg, by, bw = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+gbs = tg * by / 1e9
+print('| %-12s | %7s | %10.2f | %10.2f | %12.2f | %11.0f%% |' % (e, t, pp, tg, gbs, 100 * gbs / bw))" "$e" "$t" "$pp" "$tg" "$BYTES" "${BW[$t]}"
+    done
+done

@@ -1,0 +1,76 @@
+/* gemm_lab — prefill matmul and attention timing through the cpu backend, per
+ * kernel level, on the 1.1B model's shapes: y[T][N] = x[T][K] . W^T.
+ * GFLOP/s counts 2*T*N*K (the model's work, not the hi/lo tile work).
+ *
+ * Build: make -C bench gemm_lab
+ * Usage: build/bench/gemm_lab [-T 512] [-t THREADS] [-r REPS] [-l LEVELS] (LEVELS: amx,avx512) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/kernels.h"
+#include "util/util.h"
+
+int main(int argc, char **argv) {
+    int T = 512, nth = 2, reps = 3;
+    const char *levels = "amx,avx512";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "-T")) T = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-t")) nth = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-r")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-l")) levels = argv[i + 1];
+    }
+    const struct { const char *name; int N, K; } shapes[] = {
+        {"q/o  2048x2048", 2048, 2048}, {"k/v   256x2048", 256, 2048}, {"gate 5632x2048", 5632, 2048},
+        {"down 2048x5632", 2048, 5632},
+    };
+    float *x = clv_alloc(sizeof(float) * (size_t)T * 5632), *y = clv_alloc(sizeof(float) * (size_t)T * 5632);
+    uint16_t *w = clv_alloc(2 * (size_t)5632 * 2048);
+    uint64_t r = 7;
+    for (size_t i = 0; i < (size_t)T * 5632; i++) x[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
+    for (size_t i = 0; i < (size_t)5632 * 2048; i++) w[i] = clv_f32_to_bf16((float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 30000.0f);
+    printf("gemm_lab: T=%d, %d threads, bf16 weights, best of %d\n", T, nth, reps);
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", levels);
+    for (char *lv = strtok(buf, ","); lv; lv = strtok(NULL, ",")) {
+        const clv_cpu_kernels *k = clv_cpu_kernels_named(lv);
+        if (!k) {
+            printf("%s: not available\n", lv);
+            continue;
+        }
+        clv_backend *b = clv_cpu_backend_new_with("cpu", nth, NULL, k);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            clv_mat m = {w, CLV_DT_BF16, shapes[s].N, shapes[s].K};
+            double best = 1e30;
+            for (int rep = 0; rep < reps + 1; rep++) { /* first run warms (scratch growth) */
+                double t0 = clv_now();
+                b->ops->matmul(b, y, x, &m, NULL, T);
+                double dt = clv_now() - t0;
+                if (rep && dt < best) best = dt;
+            }
+            printf("%-7s %s  %8.2f ms  %7.1f GFLOP/s\n", lv, shapes[s].name, best * 1e3,
+                   2.0 * T * shapes[s].N * shapes[s].K / best / 1e9);
+        }
+        /* attention over a T-token prompt, 32 heads / 4 kv heads, head_dim 64 */
+        const int nh = 32, nkv = 4, hd = 64;
+        float *q = clv_alloc(sizeof(float) * (size_t)T * nh * hd), *o = clv_alloc(sizeof(float) * (size_t)T * nh * hd);
+        float *kc = clv_alloc(sizeof(float) * (size_t)T * nkv * hd), *vc = clv_alloc(sizeof(float) * (size_t)T * nkv * hd);
+        for (size_t i = 0; i < (size_t)T * nh * hd; i++) q[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
+        for (size_t i = 0; i < (size_t)T * nkv * hd; i++) kc[i] = vc[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
+        clv_attn_args a = {.T = T, .pos0 = 0, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .window = 0,
+                           .scale = 0.125f, .kv_stride = nkv * hd};
+        double best = 1e30;
+        for (int rep = 0; rep < reps + 1; rep++) {
+            double t0 = clv_now();
+            b->ops->attention(b, o, q, kc, vc, &a);
+            double dt = clv_now() - t0;
+            if (rep && dt < best) best = dt;
+        }
+        printf("%-7s attention T=%d 32/4 heads hd 64  %8.2f ms  %7.1f GFLOP/s\n", lv, T, best * 1e3,
+               4.0 * nh * hd * (T * (T + 1) / 2.0) / best / 1e9);
+        clv_free(q), clv_free(o), clv_free(kc), clv_free(vc);
+        b->ops->destroy(b);
+    }
+    return 0;
+}

@@ -1,0 +1,260 @@
+/* bf16 prefill on AMX tiles: C[T][N] = A[T][K] . W^T, W in bf16, A in f32.
+ *
+ * Accuracy: bf16 keeps 8 significant bits, so rounding the activations to
+ * bf16 would cost ~4e-3 relative error per product. Instead each activation
+ * is split into x = hi + lo with hi = bf16(x) and lo = bf16(x - hi); both
+ * halves go through the tiles against the same (exact) weights, with f32
+ * accumulation, which leaves |x - hi - lo| <= 2^-17 |x|: ~1e-5 relative, the
+ * same order as f32 accumulation over a few thousand terms.
+ *
+ * Layouts (one tile = 16 rows x 64 bytes):
+ *   A, packed by clv_amx_pack_a: [16-row block][32-k step][hi, lo][16][32] bf16
+ *   B, repacked per 48-column panel and 1024-k block into the caller's work
+ *      buffer: [32-k step][3 column tiles][16 k pairs][16 columns][2] bf16 —
+ *      the "VNNI" order tdpbf16ps wants, made by a 16x16 dword transpose.
+ *   C: 3 accumulator tiles = 16 tokens x 48 columns, kept in y between k
+ *      blocks when the block is whole, else staged.
+ * Zero padding makes every tile full: rows past T, columns past N and k past
+ * K are zeros, and only the valid part of C is written out.
+ *
+ * Tiles: tmm0..2 = C, tmm3/4 = A hi/lo, tmm5..7 = B. Per 32-k step: 5 tile
+ * loads, 6 tdpbf16ps. The weights are repacked on the fly (about a tenth of
+ * the time at T = 512); packing them once at load would remove that.
+ */
+#include <cpuid.h>
+#include <immintrin.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "kernels.h"
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define INL TGT static inline __attribute__((always_inline))
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+/* Our own wrappers: the compiler's tile intrinsics are asm statements that do
+ * not tell it they read or write memory, so stores into a buffer a tile then
+ * loads (or reads of a buffer a tile stored) could be moved across them. */
+#define TILE_LOAD(t, base, stride) \
+    __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(base), "r"((long)(stride)) : "memory")
+#define TILE_STORE(t, base, stride) \
+    __asm__ volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(base), "r"((long)(stride)) : "memory")
+#define TILE_ZERO(t) __asm__ volatile("tilezero %%tmm" #t ::)
+/* c += a . b (Intel operand order tdpbf16ps c, a, b) */
+#define TILE_DP(c, a, b) __asm__ volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+/* GCC 12 declares _tile_loadconfig's operand as 8 bytes, so the compiler may
+ * drop the stores that fill the other 56: hand it the whole 64. */
+static void tile_config(void) {
+    _Alignas(64) tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        c.colsb[i] = 64;
+        c.rows[i] = 16;
+    }
+    __asm__ volatile("ldtilecfg %0" ::"m"(*(const struct { char b[64]; } *)&c));
+}
+static void tile_release(void) { __asm__ volatile("tilerelease" ::); }
+
+bool clv_amx_available(void) {
+    static int state = -1;
+    if (state >= 0) return state == 1;
+    int ok = 0;
+    unsigned a, b, c, d;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22)) && (d & (1u << 24)) && /* AMX-BF16, AMX-TILE */
+        __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5)) &&                       /* AVX512-BF16 */
+        __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        ok = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0; /* once per process */
+    state = ok;
+    return ok;
+}
+
+static inline int ksteps_of(int K) { return (K + 31) / 32; }
+
+size_t clv_amx_a_bytes(int T, int K) { return (size_t)((T + 15) / 16) * ksteps_of(K) * 2048; }
+
+
+static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* 16 f32 -> bf16 hi and bf16 residual lo */
+INL void split16(__m512 x, __m256i *hi, __m256i *lo) {
+    __m256i h = (__m256i)_mm512_cvtneps_pbh(x);
+    __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    *hi = h;
+    *lo = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(x, back));
+}
+
+TGT void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int mb1) {
+    const int ks_n = ksteps_of(K);
+    for (int mb = mb0; mb < mb1; mb++)
+        for (int ks = 0; ks < ks_n; ks++) {
+            uint16_t *hi_t = ap + ((size_t)mb * ks_n + ks) * 1024, *lo_t = hi_t + 512;
+            const int k = ks * 32, kr = K - k;
+            for (int i = 0; i < 16; i++) {
+                const int t = mb * 16 + i;
+                __m256i h0, l0, h1, l1;
+                if (t < T) {
+                    const float *xr = x + (size_t)t * K + k;
+                    split16(_mm512_maskz_loadu_ps(mask16(kr), xr), &h0, &l0);
+                    split16(_mm512_maskz_loadu_ps(mask16(kr - 16), xr + 16), &h1, &l1);
+                } else {
+                    h0 = l0 = h1 = l1 = _mm256_setzero_si256();
+                }
+                _mm512_store_si512((__m512i *)(hi_t + i * 32), _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1));
+                _mm512_store_si512((__m512i *)(lo_t + i * 32), _mm512_inserti64x4(_mm512_castsi256_si512(l0), l1, 1));
+            }
+        }
+}
+
+/* 16x16 transpose of 32-bit elements (same network as kernels_avx512.c). */
+INL void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512i a = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44), b = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee);
+        __m512i e = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44), f = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
+        t[c] = _mm512_shuffle_i32x4(a, e, 0x88);
+        t[4 + c] = _mm512_shuffle_i32x4(a, e, 0xdd);
+        t[8 + c] = _mm512_shuffle_i32x4(b, f, 0x88);
+        t[12 + c] = _mm512_shuffle_i32x4(b, f, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+/* Columns per panel (3 tiles), panels per group, k steps (of 32) per block. */
+#define NP 48
+#define GP 8
+#define KCS 32
+
+/* Weight rows n .. n+nc-1 (nc <= NP), k steps ks0 .. ks0+kcs-1, into the
+ * VNNI tile order: [k step][3 column tiles][16 k pairs][16 columns][2]. */
+TGT static void repack_b(uint16_t *bp, const uint16_t *w, int K, int n, int nc, int ks0, int kcs) {
+    for (int ks = ks0; ks < ks0 + kcs; ks++) {
+        const int k = ks * 32;
+        const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);
+        for (int jt = 0; jt < 3; jt++) {
+            __m512i r[16];
+            for (int j = 0; j < 16; j++) {
+                const int col = jt * 16 + j;
+                r[j] = col < nc ? _mm512_maskz_loadu_epi16(km, w + (size_t)(n + col) * K + k) : _mm512_setzero_si512();
+            }
+            transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */
+            uint16_t *dst = bp + ((size_t)(ks - ks0) * 3 + jt) * 512;
+            for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]);
+        }
+    }
+}
+
+/* C tiles 0..2 (16 tokens x 48 columns) = A . B over kcs k steps.
+ * Why 1 x 3 and not the usual 2 x 2: with hi and lo the 2 x 2 shape needs 6
+ * tile loads per 8 products and reloads the A registers while the products
+ * that read them are in flight; 1 x 3 loads 5 tiles per 6 products into 5
+ * distinct registers, and measured at ~98% of the tile unit's peak with
+ * operands in L1 against ~75% for 2 x 2 (bench/amx notes in bench/README.md). */
+INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *cin, long ldc) {
+    if (cin) {
+        TILE_LOAD(0, cin, ldc);
+        TILE_LOAD(1, cin + 16, ldc);
+        TILE_LOAD(2, cin + 32, ldc);
+    } else {
+        TILE_ZERO(0);
+        TILE_ZERO(1);
+        TILE_ZERO(2);
+    }
+    for (int ks = 0; ks < kcs; ks++) {
+        const uint16_t *bk = b + (size_t)ks * 1536, *ak = a + (size_t)ks * 1024;
+        TILE_LOAD(3, ak, 64);
+        TILE_LOAD(5, bk, 64);
+        TILE_LOAD(6, bk + 512, 64);
+        TILE_LOAD(7, bk + 1024, 64);
+        TILE_LOAD(4, ak + 512, 64);
+        TILE_DP(0, 3, 5);
+        TILE_DP(1, 3, 6);
+        TILE_DP(2, 3, 7);
+        TILE_DP(0, 4, 5);
+        TILE_DP(1, 4, 6);
+        TILE_DP(2, 4, 7);
+    }
+}
+
+/* Blocking: a group of GP panels (GP x 48 columns) and a block of KCS k
+ * steps of its weights are repacked together (GP x KCS x 3 KiB = 768 KiB,
+ * L2); every 16-token block of A's matching slice (16 x 1024 x 4 bytes)
+ * then runs against each panel of the group from L1/L2, and partial sums
+ * over k blocks are added into y. Weights are read from memory once. */
+size_t clv_amx_work_bytes(int K) {
+    (void)K;
+    return (size_t)GP * KCS * 3 * 1024 + 16 * NP * sizeof(float);
+}
+
+TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const uint16_t *w, int T, int K, int n0, int n1,
+                      void *work) {
+    const int ks_n = ksteps_of(K), mb_n = (T + 15) / 16;
+    uint16_t *bp = work;
+    float *ct = (float *)(bp + (size_t)GP * KCS * 1536); /* [16][48] C staging */
+    tile_config();
+    for (int g0 = n0; g0 < n1; g0 += NP * GP) {
+        const int g1 = g0 + NP * GP < n1 ? g0 + NP * GP : n1, np = (g1 - g0 + NP - 1) / NP;
+        for (int ks0 = 0; ks0 < ks_n; ks0 += KCS) {
+            const int kcs = ks_n - ks0 < KCS ? ks_n - ks0 : KCS;
+            for (int p = 0; p < np; p++) {
+                const int n = g0 + p * NP;
+                repack_b(bp + (size_t)p * KCS * 1536, w, K, n, g1 - n < NP ? g1 - n : NP, ks0, kcs);
+            }
+            for (int mb = 0; mb < mb_n; mb++) {
+                const uint16_t *a = ap + ((size_t)mb * ks_n + ks0) * 1024;
+                const int rows = T - mb * 16 < 16 ? T - mb * 16 : 16;
+                for (int p = 0; p < np; p++) {
+                    const int n = g0 + p * NP, nc = g1 - n < NP ? g1 - n : NP;
+                    float *y0 = y + (size_t)mb * 16 * ldy + n;
+                    if (rows == 16 && nc == NP) { /* whole block: C lives in y */
+                        block_1x3(a, bp + (size_t)p * KCS * 1536, kcs, ks0 ? y0 : NULL, (long)ldy * 4);
+                        TILE_STORE(0, y0, (long)ldy * 4);
+                        TILE_STORE(1, y0 + 16, (long)ldy * 4);
+                        TILE_STORE(2, y0 + 32, (long)ldy * 4);
+                        continue;
+                    }
+                    block_1x3(a, bp + (size_t)p * KCS * 1536, kcs, NULL, 0);
+                    TILE_STORE(0, ct, NP * 4);
+                    TILE_STORE(1, ct + 16, NP * 4);
+                    TILE_STORE(2, ct + 32, NP * 4);
+                    const __mmask16 m0 = mask16(nc), m1 = mask16(nc - 16), m2 = mask16(nc - 32);
+                    for (int i = 0; i < rows; i++) {
+                        float *yr = y + (size_t)(mb * 16 + i) * ldy + n;
+                        const float *c = ct + i * NP;
+                        __m512 c0 = _mm512_load_ps(c), c1 = _mm512_load_ps(c + 16), c2 = _mm512_load_ps(c + 32);
+                        if (ks0) {
+                            c0 = _mm512_add_ps(c0, _mm512_maskz_loadu_ps(m0, yr));
+                            c1 = _mm512_add_ps(c1, _mm512_maskz_loadu_ps(m1, yr + 16));
+                            c2 = _mm512_add_ps(c2, _mm512_maskz_loadu_ps(m2, yr + 32));
+                        }
+                        _mm512_mask_storeu_ps(yr, m0, c0);
+                        _mm512_mask_storeu_ps(yr + 16, m1, c1);
+                        _mm512_mask_storeu_ps(yr + 32, m2, c2);
+                    }
+                }
+            }
+        }
+    }
+    tile_release();
+}

@@ -1,0 +1,258 @@
+/* CPU kernels against float64 references, on every dispatch level this CPU
+ * runs (scalar, avx2, avx512, amx) and 1 and 3 threads, at sizes that leave
+ * tails everywhere: T, K and N not multiples of 16, 32 or the tile sizes.
+ *
+ * Tolerances, per output, relative to sum_k |x_k w_k| (the scale f32
+ * rounding errors grow with):
+ *   f32 paths:     1e-6 + K * 1.2e-7  (f32 accumulation, worst case ~K eps)
+ *   amx (bf16):    that + 2e-5        (activations split into bf16 hi + lo:
+ *                                       2^-17 relative per product, ~1e-5) */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/pool.h"
+#include "check.h"
+#include "util/util.h"
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static double urand(void) { /* [-1, 1) */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (double)(g_rng >> 11) / (double)(1ull << 52) - 1.0;
+}
+
+static const char *k_levels[] = {"scalar", "avx2", "avx512", "amx"};
+#define N_LEVELS 4
+
+/* ---- matmul ----------------------------------------------------------------------- */
+
+static double worst_mm;
+
+/* mis: bytes the weights start past a 64-byte boundary (checkpoint tensors
+ * sit at any 8-byte offset; the decode kernels peel a head to align) */
+static void test_matmul_one(clv_backend *b, const char *lvl, clv_dtype dt, int T, int K, int N, bool bias, int mis) {
+    const size_t es = dt == CLV_DT_F32 ? 4 : 2;
+    char *wbuf = clv_alloc(es * (size_t)N * K + 64);
+    void *w = wbuf + mis;
+    double *wd = malloc(sizeof(double) * (size_t)N * K);
+    float *x = clv_alloc(sizeof(float) * (size_t)T * K), *y = clv_alloc(sizeof(float) * (size_t)T * N);
+    float *bv = clv_alloc(sizeof(float) * (size_t)N);
+    for (size_t i = 0; i < (size_t)N * K; i++) {
+        float v = (float)(urand() * 0.5);
+        if (dt == CLV_DT_F32) ((float *)w)[i] = v, wd[i] = v;
+        else if (dt == CLV_DT_BF16) ((uint16_t *)w)[i] = clv_f32_to_bf16(v), wd[i] = clv_bf16_to_f32(((uint16_t *)w)[i]);
+        else ((uint16_t *)w)[i] = clv_f32_to_f16(v), wd[i] = clv_f16_to_f32(((uint16_t *)w)[i]);
+    }
+    /* activations with a spread of magnitudes, as after a norm and a few layers */
+    for (size_t i = 0; i < (size_t)T * K; i++) x[i] = (float)(urand() * pow(2.0, (int)(urand() * 6)));
+    for (int n = 0; n < N; n++) bv[n] = (float)urand();
+    for (size_t i = 0; i < (size_t)T * N; i++) y[i] = NAN; /* every output must be written */
+    clv_mat m = {w, dt, N, K};
+    b->ops->matmul(b, y, x, &m, bias ? bv : NULL, T);
+    const bool amx = strcmp(lvl, "amx") == 0 && dt == CLV_DT_BF16;
+    const double tol = 1e-6 + K * 1.2e-7 + (amx ? 2e-5 : 0);
+    double worst = 0;
+    int bad_t = -1, bad_n = -1;
+    for (int t = 0; t < T; t++)
+        for (int n = 0; n < N; n++) {
+            double s = bias ? bv[n] : 0, sa = bias ? fabs(bv[n]) : 0;
+            for (int k = 0; k < K; k++) {
+                double p = (double)x[(size_t)t * K + k] * wd[(size_t)n * K + k];
+                s += p;
+                sa += fabs(p);
+            }
+            double e = fabs(y[(size_t)t * N + n] - s) / (sa + 1e-30);
+            if (!(e <= worst)) {
+                worst = isnan(e) ? INFINITY : e;
+                bad_t = t, bad_n = n;
+            }
+        }
+    if (worst > worst_mm) worst_mm = worst;
+    CHECK(worst <= tol, "%s matmul %s T=%d K=%d N=%d bias=%d +%d: max rel err %.3g at [%d][%d] (tol %.3g)", lvl,
+          clv_dtype_name(dt), T, K, N, bias, mis, worst, bad_t, bad_n, tol);
+    clv_free(wbuf);
+    free(wd);
+    clv_free(x);
+    clv_free(y);
+    clv_free(bv);
+}
+
+static void test_matmul(clv_backend *b, const char *lvl) {
+    static const int Ts[] = {1, 2, 5, 8, 13, 16, 17, 33, 47};
+    static const int Ks[] = {1, 7, 31, 33, 100, 257};
+    static const int Ns[] = {1, 16, 17, 33, 70};
+    static const clv_dtype dts[] = {CLV_DT_F32, CLV_DT_BF16, CLV_DT_F16};
+    worst_mm = 0;
+    for (int d = 0; d < 3; d++)
+        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++)
+            for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++)
+                for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++)
+                    test_matmul_one(b, lvl, dts[d], Ts[ti], Ks[ki], Ns[ni], (ti + ki + ni) % 3 == 0, 0);
+    /* decode on misaligned rows that all share one alignment (K * size % 64 == 0) */
+    static const int mis[] = {2, 8, 56, 62};
+    for (int d = 0; d < 3; d++)
+        for (size_t m = 0; m < sizeof mis / sizeof mis[0]; m++)
+            if (mis[m] % (dts[d] == CLV_DT_F32 ? 4 : 2) == 0) {
+                test_matmul_one(b, lvl, dts[d], 1, 64, 37, false, mis[m]);
+                test_matmul_one(b, lvl, dts[d], 1, 96, 19, true, mis[m]);
+                test_matmul_one(b, lvl, dts[d], 1, 100, 9, false, mis[m]); /* rows differ: no head */
+                test_matmul_one(b, lvl, dts[d], 3, 64, 20, false, mis[m]);
+            }
+    /* model-like shapes: decode rows in flight, AMX panels and k blocks, gemm k blocks */
+    test_matmul_one(b, lvl, CLV_DT_BF16, 1, 2048, 300, false, 56);
+    test_matmul_one(b, lvl, CLV_DT_BF16, 100, 1100, 200, true, 8);
+    test_matmul_one(b, lvl, CLV_DT_F16, 40, 520, 96, false, 0);
+    test_matmul_one(b, lvl, CLV_DT_F32, 1, 1000, 77, false, 0);
+    printf("  %-6s matmul: worst rel err %.2e\n", lvl, worst_mm);
+}
+
+/* ---- attention ---------------------------------------------------------------------- */
+
+static void test_attention_one(clv_backend *b, const char *lvl, int T, int pos0, int nh, int nkv, int hd, int window) {
+    const int P = pos0 + T, kvd = nkv * hd;
+    float *q = clv_alloc(sizeof(float) * (size_t)T * nh * hd), *o = clv_alloc(sizeof(float) * (size_t)T * nh * hd);
+    float *kc = clv_alloc(sizeof(float) * (size_t)P * kvd), *vc = clv_alloc(sizeof(float) * (size_t)P * kvd);
+    for (size_t i = 0; i < (size_t)T * nh * hd; i++) q[i] = (float)(urand() * 2);
+    for (size_t i = 0; i < (size_t)P * kvd; i++) kc[i] = (float)(urand() * 2), vc[i] = (float)urand();
+    const float scale = 1.0f / sqrtf((float)hd);
+    clv_attn_args a = {.T = T, .pos0 = pos0, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .window = window,
+                       .scale = scale, .kv_stride = kvd};
+    b->ops->attention(b, o, q, kc, vc, &a);
+    double worst = 0;
+    double *sc = malloc(sizeof(double) * (size_t)P);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < nh; h++) {
+            const int pos = pos0 + t, kvh = h / (nh / nkv), lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+            const float *qr = q + ((size_t)t * nh + h) * hd;
+            double mx = -INFINITY, l = 0;
+            for (int p = lo; p <= pos; p++) {
+                double s = 0;
+                for (int d = 0; d < hd; d++) s += (double)qr[d] * kc[(size_t)p * kvd + kvh * hd + d];
+                sc[p] = s * scale;
+                if (sc[p] > mx) mx = sc[p];
+            }
+            for (int p = lo; p <= pos; p++) l += sc[p] = exp(sc[p] - mx);
+            for (int d = 0; d < hd; d++) {
+                double r = 0;
+                for (int p = lo; p <= pos; p++) r += sc[p] / l * vc[(size_t)p * kvd + kvh * hd + d];
+                double e = fabs(o[((size_t)t * nh + h) * hd + d] - r);
+                if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+            }
+        }
+    CHECK(worst <= 2e-6, "%s attention T=%d pos0=%d heads=%d/%d hd=%d window=%d: max abs err %.3g", lvl, T, pos0, nh,
+          nkv, hd, window, worst);
+    free(sc);
+    clv_free(q);
+    clv_free(o);
+    clv_free(kc);
+    clv_free(vc);
+}
+
+static void test_attention(clv_backend *b, const char *lvl) {
+    /* T, pos0, heads, kv heads, head_dim, window */
+    static const int cases[][6] = {
+        {1, 0, 4, 4, 16, 0},    {1, 70, 8, 2, 64, 0},   {1, 130, 32, 4, 64, 0}, {5, 3, 4, 1, 24, 0},
+        {17, 0, 6, 2, 40, 0},   {33, 10, 4, 2, 80, 0},  {70, 0, 8, 1, 64, 0},   {129, 0, 2, 2, 24, 5},
+        {40, 100, 4, 2, 32, 37}, {1, 200, 4, 2, 16, 64}, {3, 0, 130, 1, 8, 0},  {65, 64, 3, 3, 100, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        test_attention_one(b, lvl, cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4], cases[i][5]);
+}
+
+/* ---- elementwise ---------------------------------------------------------------------- */
+
+static void test_elementwise(clv_backend *b, const char *lvl) {
+    for (int n = 1; n < 80000; n = n * 3 + 7) {
+        float *g = clv_alloc(sizeof(float) * (size_t)n), *u = clv_alloc(sizeof(float) * (size_t)n);
+        double *gd = malloc(sizeof(double) * (size_t)n);
+        for (int i = 0; i < n; i++) gd[i] = g[i] = (float)(urand() * 30), u[i] = (float)urand();
+        b->ops->silu_mul(b, g, u, (size_t)n);
+        double worst = 0;
+        for (int i = 0; i < n; i++) {
+            double r = gd[i] / (1 + exp(-gd[i])) * u[i];
+            double e = fabs(g[i] - r) / (fabs(r) + 1e-30);
+            if (!(e <= worst) && fabs(r) > 1e-30) worst = e;
+        }
+        CHECK(worst <= 4e-7, "%s silu_mul n=%d: max rel err %.3g", lvl, n, worst);
+        free(gd);
+        clv_free(g);
+        clv_free(u);
+    }
+    static const int dims[][2] = {{1, 1}, {3, 17}, {2, 64}, {40, 2048}, {9, 100}};
+    for (size_t c = 0; c < sizeof dims / sizeof dims[0]; c++) {
+        const int rows = dims[c][0], dim = dims[c][1];
+        float *x = clv_alloc(sizeof(float) * (size_t)rows * dim), *y = clv_alloc(sizeof(float) * (size_t)rows * dim);
+        float *w = clv_alloc(sizeof(float) * (size_t)dim);
+        for (int i = 0; i < rows * dim; i++) x[i] = (float)(urand() * 3);
+        for (int i = 0; i < dim; i++) w[i] = (float)urand();
+        b->ops->rmsnorm(b, y, x, w, rows, dim, 1e-6f);
+        double worst = 0;
+        for (int r = 0; r < rows; r++) {
+            double ss = 0;
+            for (int i = 0; i < dim; i++) ss += (double)x[r * dim + i] * x[r * dim + i];
+            double inv = 1 / sqrt(ss / dim + 1e-6);
+            for (int i = 0; i < dim; i++) {
+                double ref = x[r * dim + i] * inv * w[i], e = fabs(y[r * dim + i] - ref) / (fabs(ref) + 1e-30);
+                if (!(e <= worst) && fabs(ref) > 1e-30) worst = e;
+            }
+        }
+        CHECK(worst <= 4e-7, "%s rmsnorm %dx%d: max rel err %.3g", lvl, rows, dim, worst);
+        clv_free(x);
+        clv_free(y);
+        clv_free(w);
+    }
+}
+
+/* ---- the pool's barrier ------------------------------------------------------------- */
+
+typedef struct {
+    clv_pool *p;
+    int *slots; /* [rounds][nth] */
+    int rounds, nth, errors;
+} bar_job;
+
+static void bar_task(void *ctx, int ith, int nth) {
+    bar_job *j = ctx;
+    for (int r = 0; r < j->rounds; r++) {
+        j->slots[r * nth + ith] = r + 1;
+        clv_pool_barrier(j->p);
+        /* after the barrier every thread's write of this round is visible */
+        for (int i = 0; i < nth; i++)
+            if (__atomic_load_n(&j->slots[r * nth + i], __ATOMIC_RELAXED) != r + 1) __atomic_add_fetch(&j->errors, 1, __ATOMIC_RELAXED);
+    }
+}
+
+static void test_barrier(void) {
+    for (int nth = 1; nth <= 4; nth++) {
+        bar_job j = {clv_pool_new(nth, NULL), NULL, 300, nth, 0};
+        j.slots = calloc((size_t)j.rounds * nth, sizeof(int));
+        for (int rep = 0; rep < 3; rep++) clv_pool_run(j.p, bar_task, &j);
+        CHECK(j.errors == 0, "barrier with %d threads: %d stale reads", nth, j.errors);
+        free(j.slots);
+        clv_pool_free(j.p);
+    }
+}
+
+int main(void) {
+    test_barrier();
+    for (int l = 0; l < N_LEVELS; l++) {
+        const clv_cpu_kernels *k = clv_cpu_kernels_named(k_levels[l]);
+        if (!k) {
+            printf("  %-6s not available on this CPU: skipped\n", k_levels[l]);
+            continue;
+        }
+        for (int nth = 1; nth <= 3; nth += 2) {
+            clv_backend *b = clv_cpu_backend_new_with("cpu", nth, NULL, k);
+            CHECK(b != NULL, "backend %s", k_levels[l]);
+            if (!b) continue;
+            test_matmul(b, k_levels[l]);
+            test_attention(b, k_levels[l]);
+            test_elementwise(b, k_levels[l]);
+            b->ops->destroy(b);
+        }
+    }
+    return check_report("test_kernels");
+}
