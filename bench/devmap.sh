@@ -42,10 +42,13 @@ print(f'{float(\"$DISK\") * 1e9 / b:.2f}' if b > 0 and '$DISK' else '-')")
     printf "%-34s %6s %12s %12s %14s %16s\n" "$name" "$cache" "$pp" "$tg" "$mb" "$bound"
 done
 echo
-echo "pipelined decode over cpu:0 + cpu:1 (layers split in two) vs all layers on cpu:0, 1 thread each"
+echo "pipelined decode over cpu:0 + cpu:1 (layers 0-10 + embedding | layers 11-21 + head) vs all on cpu:0, 1 thread each"
+printf '{"": "cpu:0", "model.layers.11": "cpu:1", "model.layers.12": "cpu:1", "model.layers.13": "cpu:1", "model.layers.14": "cpu:1",
+ "model.layers.15": "cpu:1", "model.layers.16": "cpu:1", "model.layers.17": "cpu:1", "model.layers.18": "cpu:1", "model.layers.19": "cpu:1",
+ "model.layers.20": "cpu:1", "model.layers.21": "cpu:1", "model.norm": "cpu:1", "lm_head": "cpu:1"}\n' >/tmp/cleave-split.json
 printf "%-10s %22s %22s\n" sequences "cpu:0 only, tok/s" "cpu:0+cpu:1, tok/s"
 for b in 1 2 4; do
     one=$(gen --device-map cpu:0 --batch $b | awk '{print $2}')
-    two=$(gen --device-map sequential --max-memory cpu:0=$((W * 55 / 100 / 1000000))MB,cpu:1=$((W * 60 / 100 / 1000000))MB --batch $b | awk '{print $2}')
+    two=$(gen --device-map /tmp/cleave-split.json --batch $b | awk '{print $2}')
     printf "%-10s %22s %22s\n" "$b" "$one" "$two"
 done

@@ -12,7 +12,12 @@
  * -m DIR uses the first LAYERS layers of a Llama checkpoint (1.1B shapes)
  * in place, exactly where the engine reads them.
  *
- * Usage: build/bench/gemv_lab [-l LAYERS] [-r REPS] [-t MAXTHREADS] [-f FILE | -m DIR] */
+ * Usage: build/bench/gemv_lab [-l LAYERS] [-r REPS] [-t MAXTHREADS] [-f FILE | -m DIR]
+ * Environment (experiments): VARIANTS=0,12,13 runs only those; with -f,
+ * FBASE=bytes where the matrices start in FILE (default 1 MiB), MISALIGN=bytes
+ * added to it, SCATTER=1 places each layer's matrices in a checkpoint's file
+ * order (down gate up k o q v) while reading them in use order, HUGE=1
+ * madvises the mapping MADV_HUGEPAGE. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>

@@ -72,7 +72,7 @@ done
 # every kernel dispatch path and thread count, on cases whose sizes leave vector tails
 for c in "${SYNTH_CASES[@]:0:3}"; do
     IFS='|' read -r name flags n <<<"$c"
-    for isa in scalar avx2 avx512; do
+    for isa in scalar avx2 avx512 amx; do
         run "ref64/$name/isa-$isa" env CLV_CPU=$isa bash -c "$(declare -f ref_case prompt_ids json_get); CLEAVE=$CLEAVE REF=$REF TMP=$TMP TOL='$TOL'; ref_case '$name' '$flags' $n -t 1"
     done
 done

@@ -170,7 +170,7 @@ TGT static void repack_b(uint16_t *bp, const uint16_t *w, int K, int n, int nc, 
  * tile loads per 8 products and reloads the A registers while the products
  * that read them are in flight; 1 x 3 loads 5 tiles per 6 products into 5
  * distinct registers, and measured at ~98% of the tile unit's peak with
- * operands in L1 against ~75% for 2 x 2 (bench/amx notes in bench/README.md). */
+ * operands in L1 against ~75% for 2 x 2 ("Kernel labs" in bench/README.md). */
 INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *cin, long ldc) {
     if (cin) {
         TILE_LOAD(0, cin, ldc);
