@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "kernels.h"
+#include "x86.h"
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #define INL TGT static inline __attribute__((always_inline))
@@ -117,30 +118,6 @@ TGT void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int
         }
 }
 
-/* 16x16 transpose of 32-bit elements (same network as kernels_avx512.c). */
-INL void transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    for (int c = 0; c < 4; c++) {
-        __m512i a = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44), b = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee);
-        __m512i e = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44), f = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
-        t[c] = _mm512_shuffle_i32x4(a, e, 0x88);
-        t[4 + c] = _mm512_shuffle_i32x4(a, e, 0xdd);
-        t[8 + c] = _mm512_shuffle_i32x4(b, f, 0x88);
-        t[12 + c] = _mm512_shuffle_i32x4(b, f, 0xdd);
-    }
-    for (int i = 0; i < 16; i++) r[i] = t[i];
-}
-
 /* Columns per panel (3 tiles), panels per group, k steps (of 32) per block. */
 #define NP 48
 #define GP 8
@@ -158,7 +135,7 @@ TGT static void repack_b(uint16_t *bp, const uint16_t *w, int K, int n, int nc, 
                 const int col = jt * 16 + j;
                 r[j] = col < nc ? _mm512_maskz_loadu_epi16(km, w + (size_t)(n + col) * K + k) : _mm512_setzero_si512();
             }
-            transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */
+            clv_transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */
             uint16_t *dst = bp + ((size_t)(ks - ks0) * 3 + jt) * 512;
             for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]);
         }

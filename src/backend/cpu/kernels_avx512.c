@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "x86.h"
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
 #define INL TGT static inline __attribute__((always_inline))
@@ -72,31 +73,6 @@ INL __m512 exp512(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
-}
-
-/* 16x16 transpose of 32-bit elements: r[i][j] -> r[j][i]. */
-INL void transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    /* r[4i+c] lane L = column 4L+c of rows 4i..4i+3: transpose the 4x4 lanes */
-    for (int c = 0; c < 4; c++) {
-        __m512i a = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44), b = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee);
-        __m512i e = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44), f = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
-        t[c] = _mm512_shuffle_i32x4(a, e, 0x88);
-        t[4 + c] = _mm512_shuffle_i32x4(a, e, 0xdd);
-        t[8 + c] = _mm512_shuffle_i32x4(b, f, 0x88);
-        t[12 + c] = _mm512_shuffle_i32x4(b, f, 0xdd);
-    }
-    for (int i = 0; i < 16; i++) r[i] = t[i];
 }
 
 /* ---- decode: y = W x ------------------------------------------------------------- */
@@ -278,7 +254,7 @@ static size_t gemm_work_bytes(int K) {
                     r[j] = row < nc ? _mm512_castps_si512(LDM(w + (size_t)(n + row) * K + k0 + kb, km)) \
                                     : _mm512_setzero_si512();                                       \
                 }                                                                                   \
-                transpose16(r);                                                                     \
+                clv_transpose16(r);                                                                     \
                 const int kk_n = kc - kb < 16 ? kc - kb : 16;                                       \
                 for (int kk = 0; kk < kk_n; kk++)                                                   \
                     _mm512_store_si512((__m512i *)(bp + (size_t)(kb + kk) * GEMM_NC + jg * 16), r[kk]); \
@@ -445,7 +421,7 @@ TGT static void attn_tile(const clv_attn_tile *a) {
                 for (int jj = 0; jj < 16; jj++)
                     r[jj] = jb + jj < nb ? _mm512_castps_si512(_mm512_maskz_loadu_ps(dm, a->k + (size_t)(j0 + jb + jj) * stride + d0))
                                          : _mm512_setzero_si512();
-                transpose16(r);
+                clv_transpose16(r);
                 for (int dd = 0; dd < 16 && d0 + dd < hd; dd++)
                     _mm512_store_si512((__m512i *)(kt + (size_t)(d0 + dd) * CLV_ATTN_BK + jb), r[dd]);
             }
