@@ -28,7 +28,7 @@ NCCL_H        := $(firstword $(wildcard /usr/include/nccl.h /usr/local/cuda/incl
 MPICC         := $(shell command -v mpicc 2>/dev/null)
 ifndef CLV_QUIET_CONFIG
 $(info cleave build: cpu avx2=$(HAVE_AVX2) avx512=$(HAVE_AVX512) avx512-bf16=$(HAVE_AVX512BF) amx-bf16=$(HAVE_AMX); threads=$(NPROC) online cpus; kernels: scalar + avx2 + avx512, chosen at run time)
-$(info cleave build: nvcc=$(if $(NVCC),$(NVCC),not found) nccl=$(if $(NCCL_H),found,not found) mpi=$(if $(MPICC),$(MPICC) (MPI communicator built),not found (MPI communicator not built)); cuda backend and nccl communicator: not in this build yet)
+$(info cleave build: nvcc=$(if $(NVCC),$(NVCC) (cuda backend built for sm_90 + PTX),not found (cuda backend not built)) nccl=$(if $(and $(NVCC),$(NCCL_H)),found (nccl communicator built),not found (nccl communicator not built)) mpi=$(if $(MPICC),$(MPICC) (MPI communicator built),not found (MPI communicator not built)))
 export CLV_QUIET_CONFIG := 1
 endif
 
@@ -64,6 +64,42 @@ MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null) -DCLV_HAVE_MPI
 MPI_LIBS   := $(shell $(MPICC) --showme:link 2>/dev/null)
 LDLIBS     += $(MPI_LIBS)
 $(BUILD)/obj/src/comm/mpi.o $(BUILD)/obj/src/comm/mpi_stub.o: CFLAGS += $(MPI_CFLAGS)
+endif
+
+# The CUDA backend (src/backend/cuda/*.cu, nvcc for sm_90 = H100/H200, with
+# PTX for later GPUs) and the NCCL communicator (src/comm/nccl.c, when nccl.h
+# is there too) form a shared library, $(BUILD)/libcleave_cuda.so, linked with
+# cudart + cuBLAS (+ NCCL) and loaded only when a cuda:N device or NCCL is
+# asked for (src/backend/cuda/plugin.h). Without nvcc it is not built, and
+# cuda:N devices are refused saying so.
+SRC_LIB := $(filter-out src/comm/nccl.c,$(SRC_LIB))
+OBJ_LIB := $(SRC_LIB:%.c=$(BUILD)/obj/%.o)
+LDLIBS  += -ldl -rdynamic
+ifneq ($(NVCC),)
+CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+CUDA_DEFS  := -DCLV_HAVE_CUDA $(if $(NCCL_H),-DCLV_HAVE_NCCL)
+# (no sanitizers in the library: nvcc splits -Xcompiler at commas, and
+# -fsanitize=address,undefined has one; the executable's checks still apply)
+NVCCFLAGS  := -std=c++17 -O2 -g -Iinclude $(CUDA_DEFS) -gencode arch=compute_90,code=sm_90 \
+              -gencode arch=compute_90,code=compute_90 \
+              -Xcompiler -Wall,-Wextra,-Werror,-pthread,-D_GNU_SOURCE,-fPIC,-fvisibility=hidden
+CUDA_PLUGIN := $(BUILD)/libcleave_cuda.so
+CUDA_OBJ   := $(patsubst %.cu,$(BUILD)/obj/%.o,$(wildcard src/backend/cuda/*.cu)) \
+              $(if $(NCCL_H),$(BUILD)/obj/src/comm/nccl.pic.o)
+CUDA_LIBDIRS := $(sort $(dir $(wildcard $(CUDA_HOME)/lib64/libcudart.so $(CUDA_HOME)/lib/libnccl.so $(CUDA_HOME)/lib64/libnccl.so)))
+$(BUILD)/obj/src/backend/cuda/cuda_loader.o: CFLAGS += $(CUDA_DEFS) -DCLV_CUDA_PLUGIN_DIR='"$(abspath $(BUILD))"'
+$(BUILD)/obj/%.o: %.cu $(HDRS) | deps
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+$(BUILD)/obj/src/comm/nccl.pic.o: src/comm/nccl.c $(HDRS) | deps
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -pthread -fPIC -fvisibility=hidden \
+	  $(CUDA_DEFS) -I$(CUDA_HOME)/include -c $< -o $@
+$(CUDA_PLUGIN): $(CUDA_OBJ)
+	$(CC) -shared -o $@ $^ $(foreach d,$(CUDA_LIBDIRS),-L$(d) -Wl,-rpath,$(d)) -lcublas -lcudart \
+	  $(if $(NCCL_H),-lnccl) -lstdc++ -lpthread
+all: $(CUDA_PLUGIN)
+$(BUILD)/tests/test_cuda_ops: | $(CUDA_PLUGIN)
 endif
 
 $(BUILD)/libcleave.a: $(OBJ_LIB)

@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
         }
         clv_backend *b = clv_cpu_backend_new_with("cpu", nth, NULL, k);
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            clv_mat m = {w, CLV_DT_BF16, shapes[s].N, shapes[s].K};
+            clv_mat m = {w, CLV_DT_BF16, shapes[s].N, shapes[s].K, NULL};
             double best = 1e30;
             for (int rep = 0; rep < reps + 1; rep++) { /* first run warms (scratch growth) */
                 double t0 = clv_now();

@@ -22,7 +22,8 @@ typedef enum clv_code {
     CLV_EIO = -2,         /* a file could not be opened, read, mapped or written */
     CLV_ENOMEM = -3,      /* an allocation failed */
     CLV_EFORMAT = -4,     /* a checkpoint file is malformed */
-    CLV_EUNSUPPORTED = -5 /* well-formed, but not something cleave implements */
+    CLV_EUNSUPPORTED = -5, /* well-formed, but not something cleave implements */
+    CLV_EDEVICE = -6       /* a device, its driver or library (CUDA, cuBLAS, NCCL) failed */
 } clv_code;
 
 typedef struct clv_status {
@@ -38,12 +39,15 @@ typedef struct clv_load_opts {
     int ctx;                    /* KV cache tokens the plan budgets; 0: max_position_embeddings,
                                    capped so the cache never pushes weights to a slower tier */
     const char *device_map;     /* NULL: "cpu"; else auto | balanced | balanced_low_0 | sequential
-                                   | DEVICE (cpu, cpu:N, disk) | a JSON file of module -> device */
-    const char *max_memory;     /* "cpu:0=2GiB,cpu:1=2GiB,disk=20GB"; unset devices: their free memory */
+                                   | DEVICE (cpu, cpu:N, cuda:N, disk) | a JSON file of module -> device */
+    const char *max_memory;     /* "cuda:0=20GiB,cpu=2GiB,disk=20GB"; unset devices: their free memory */
     int prefill_chunk;          /* tokens per forward chunk; 0: 512 */
     const char *dtype;          /* NULL/"auto": weights as stored; "f32", "bf16", "f16": converted at load */
     const char *offload_folder; /* where disk-tier weights that need converting are written */
     bool no_prefetch;           /* read disk-tier weights synchronously (for measuring prefetch) */
+    const char *offload_exec;   /* NULL/"auto" | "main" | "local": who computes the layers stored in CPU RAM:
+                                   the main (first) device, their weights streamed to it (as Accelerate
+                                   does with a GPU), or the CPU that holds them; auto: main when it is a GPU */
     bool accelerate_compat;     /* plan weights only, exactly as Accelerate does (no KV/scratch budget) */
     /* tensor parallelism: this process is one rank of comm (NULL: no TP) */
     struct clv_comm *comm;

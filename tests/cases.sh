@@ -268,7 +268,8 @@ run "devmap/larger-than-budget-rss" rss_budget
 run "devmap/err-budget-too-small" expect_fail "but its budget is" "$CLEAVE" plan -m "$DM" --device-map cpu:0 --max-memory cpu:0=1MB --ctx 8
 run "devmap/err-unknown-device" expect_fail "unknown device 'gpu:0'" "$CLEAVE" plan -m "$DM" --device-map gpu:0
 run "devmap/err-no-such-core" expect_fail "this machine has cpu:0..cpu:" "$CLEAVE" plan -m "$DM" --device-map cpu:9
-run "devmap/err-cuda-not-built" expect_fail "no CUDA backend" "$CLEAVE" plan -m "$DM" --device-map cuda:0
+run "devmap/err-no-cuda-device" expect_fail "no CUDA device can be used" "$CLEAVE" plan -m "$DM" --device-map cuda:0
+run "devmap/err-offload-exec" expect_fail "--offload-exec 'gpu0': expected auto, main or local" "$CLEAVE" plan -m "$DM" --offload-exec gpu0
 map_err() { printf '%s\n' "$2" >"$TMP/bad.json"; expect_fail "$1" "$CLEAVE" plan -m "$DM" --device-map "$TMP/bad.json"; }
 run "devmap/err-unknown-module" map_err "unknown module 'model.layers.9'" '{"": "cpu", "model.layers.9": "disk"}'
 run "devmap/err-split-layer" map_err "never split" '{"": "cpu", "model.layers.1.mlp": "disk"}'
@@ -651,6 +652,73 @@ PY
 }
 run "devmap/pipelined-batch" pipelined_batch
 
+# ---- device memory: the runtime's GPU paths, on the CPU behind a device-memory front -------
+# CLV_DEVSIM=cpu:N makes that device's backend hand out pointers that fault when host code
+# touches them (src/backend/cpu/devsim.c): weights must be uploaded, hidden states copied
+# between devices, collectives staged through host memory, streamed weights copied into the
+# device's slots and logits copied back, or these runs crash. Each reproduces the
+# single-device logits and greedy tokens.
+devsim() { local v=$1; shift; CLV_DEVSIM=$v "$@"; }
+run "devsim/all-on-device" devsim cpu:0 placement_case "model.layers.0-5         -> cpu:0" --device-map cpu:0
+run "devsim/host+device" devsim cpu:1 placement_case "model.layers.0           -> cpu:0" --device-map balanced $BUD
+run "devsim/device+device" devsim cpu:0,cpu:1 placement_case "model.layers.0           -> cpu:0" --device-map balanced $BUD
+run "devsim/device+host+disk" devsim cpu:0 placement_case "-> disk (streamed, runs on cpu:0)" --device-map sequential --max-memory cpu:0=2MB,cpu:1=1MB
+devsim_streamed() { # layers in host RAM and on disk, computed by the device through its two slots
+    printf '{"": "cpu:0", "model.layers.1": "cpu:1", "model.layers.2": "disk", "model.layers.3": "cpu:1", "model.layers.4": "cpu:1", "lm_head": "cpu:1"}\n' >"$TMP/dsmap.json"
+    devsim cpu:0 placement_case "model.layers.1           -> cpu:1 (streamed, runs on cpu:0)" --device-map "$TMP/dsmap.json" --offload-exec main "$@"
+}
+run "devsim/streamed-from-host-and-disk" devsim_streamed
+run "devsim/streamed-no-prefetch" devsim_streamed --no-prefetch
+devsim_local() { # the same map with --offload-exec local: cpu:1 computes its own layers
+    printf '{"": "cpu:0", "model.layers.1": "cpu:1", "model.layers.2": "disk", "model.layers.3": "cpu:1", "lm_head": "cpu:1"}\n' >"$TMP/dsmap2.json"
+    devsim cpu:0 placement_case "model.layers.1           -> cpu:1" --device-map "$TMP/dsmap2.json" --offload-exec local
+}
+run "devsim/offload-exec-local" devsim_local
+run "devsim/tp2" devsim cpu tp_case llama-gqa "" 2
+run "devsim/tp2-fused" devsim cpu tp_case phi3-fused "" 2
+run "devsim/tp3-bias-tied" devsim cpu tp_case qwen2-bias-tied "" 3
+run "devsim/tp2-vocab-parallel-embedding" devsim cpu tp_manual_plan
+run "devsim/tp2xpp2" devsim cpu tp_case llama-bias-f32 "" 2 --pp 2
+
+# ---- CUDA: the same placements on a GPU (each test says "skipped" without one) -------------
+# CUDA logits against the CPU's within the suite's tolerance and greedy tokens equal, for
+# every architecture; a cuda:0 + cpu + disk map with the CPU layers streamed to the GPU and
+# computed on the CPU; TP=2 with both ranks on one GPU (host-staged all-reduce).
+GPU_WHY=$("$CLEAVE" plan -m "$DM" --device-map cuda:0 --ctx 16 2>&1 >/dev/null | sed -n "s/.*no CUDA device can be used: \(.*\) (devices:.*/\1/p")
+gpu_skip() { [[ -n $GPU_WHY ]] && echo "skipped: no CUDA device ($GPU_WHY)"; }
+gpu_arch() { # gpu_arch NAME: a tp fixture on cuda:0 against its CPU reference
+    gpu_skip && return 0
+    tp_case "$1" "" 1 --device-map cuda:0
+}
+declare -A gpu_seen=()
+for c in "${TP_CASES[@]}"; do
+    IFS='|' read -r name _ _ <<<"$c"
+    [[ -n ${gpu_seen[$name]:-} ]] && continue
+    gpu_seen[$name]=1
+    run "gpu/$name" gpu_arch "$name"
+done
+gpu_devmap() {
+    gpu_skip && return 0
+    placement_case "-> cuda:0" --device-map cuda:0 || return 1
+    printf '{"": "cuda:0", "model.layers.1": "cpu", "model.layers.2": "disk", "model.layers.3": "cpu", "lm_head": "cpu"}\n' >"$TMP/gpumap.json"
+    placement_case "model.layers.1           -> cpu (streamed, runs on cuda:0)" --device-map "$TMP/gpumap.json" --offload-exec main || return 1
+    placement_case "-> cpu" --device-map "$TMP/gpumap.json" --offload-exec main --no-prefetch || return 1
+    placement_case "model.layers.1           -> cpu" --device-map "$TMP/gpumap.json" --offload-exec local || return 1
+    placement_case "-> cuda:0" --device-map auto --max-memory cuda:0=1MB,cpu=2MB,disk=1GB
+}
+run "gpu/devmap-cuda+cpu+disk" gpu_devmap
+gpu_tp() {
+    gpu_skip && return 0
+    tp_case llama-gqa "" 2 --device-map cuda && tp_case qwen2-bias-tied "" 3 --device-map cuda
+}
+run "gpu/tp-ranks-sharing-one-gpu" gpu_tp
+cuda_emulated() { # the CUDA kernels and backend on the CPU: indexing, barriers, splits and glue (not speed)
+    [[ -n $SANITIZED ]] && { echo "skipped: the emulator links the uninstrumented build (run by make test)"; return 0; }
+    command -v g++ >/dev/null || { echo "skipped: no g++ for the CUDA emulator"; return 0; }
+    BUILD=$BUILD bash tests/gpu/emu/run.sh
+}
+run "gpu/kernels-emulated-on-cpu" cuda_emulated
+
 # ---- device maps: cleave plan --accelerate-compat against transformers + Accelerate -------
 # tests/fixtures/accelerate/cases.json, written by tests/hf/make_accelerate_plans.py (see
 # tests/fixtures/accelerate/README.md): per case, a checkpoint, a --device-map mode, budgets, and
@@ -708,6 +776,104 @@ run "devmap/dtype-conversion-and-offload-folder" dtype_convert
 run "devmap/err-offload-folder-missing" expect_fail "give --offload-folder DIR" "$CLEAVE" logits -m "$TMP/cv-f32" --ids 3 --out "$TMP/x" --dtype bf16 --device-map disk
 run "devmap/err-offload-folder-unwritable" expect_fail "cannot be written" "$CLEAVE" logits -m "$TMP/cv-f32" --ids 3 --out "$TMP/x" --dtype bf16 --device-map disk --offload-folder /proc/cleave-offload
 run "devmap/err-bad-dtype" expect_fail "--dtype 'fp8'" "$CLEAVE" logits -m "$TMP/cv-f32" --ids 3 --out "$TMP/x" --dtype fp8
+
+# ---- --dtype int8: every matrix to int8 with one f32 scale per row, at load ----------------
+# Exactness: ref64 --int8 quantizes each row with the same f32 steps (scale = max|w| / 127,
+# q = round(w / scale)) and computes in float64 with q * scale, so the only error left is f32
+# rounding and the suite's tolerance applies (int8 against the unquantized weights is ~1e-2 off,
+# so a silent fall back to bf16 fails). Every kernel level, each in three paths: prefill (19
+# tokens: the AMX tiles and the avx512 gemm), 5-token chunks (the small-T kernels) and decode
+# (--one-by-one), at sizes with tails: K = 72, 48, 88, 100 (not multiples of 16 or 32) and row
+# counts (vocab 101, 97, 90) that leave rows past the 4 in flight, over 1 and 2 threads.
+I8_CASES=(
+    "llama-bf16-gqa-tied|--arch llama --hidden 72 --layers 2 --heads 4 --kv-heads 2 --intermediate 88 --vocab 101 --dtype bf16 --tie|19"
+    "qwen2-f16-bias|--arch qwen2 --hidden 48 --layers 2 --heads 6 --kv-heads 2 --intermediate 100 --vocab 97 --dtype f16|19"
+    "phi3-f32-fused|--arch phi3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 80 --vocab 90 --dtype f32|19"
+)
+i8_case() { # i8_case NAME FLAGS N ISA
+    local name=$1 flags=$2 n=$3 isa=$4 d=$TMP/i8-$1 ids V mode
+    [[ -f $d/config.json ]] || "$CLEAVE" synth $flags --seed 8 --out "$d" >/dev/null || return 1
+    V=$(json_get "$d/config.json" "d['vocab_size']")
+    ids=$(prompt_ids "$n" "$V" 4)
+    [[ -f $d/ref.f32 ]] || "$REF" -m "$d" --ids "$ids" --int8 --dump "$d/ref.f32" >/dev/null || return 1
+    for mode in "-t 2" "-t 1 --prefill-chunk 5" "-t 2 --one-by-one"; do
+        CLV_CPU=$isa "$CLEAVE" logits -m "$d" --ids "$ids" --out "$TMP/i8.f32" --dtype int8 $mode 2>"$TMP/i8.err" || { cat "$TMP/i8.err"; return 1; }
+        if grep -q "is not available on this CPU" "$TMP/i8.err"; then echo "skipped: CLV_CPU=$isa is not available on this CPU"; return 0; fi
+        python3 tests/tools/cmp_f32.py "$TMP/i8.f32" "$d/ref.f32" --vocab "$V" $TOL --label "$name CLV_CPU=$isa --dtype int8 $mode" || return 1
+    done
+}
+for c in "${I8_CASES[@]}"; do
+    IFS='|' read -r name flags n <<<"$c"
+    for isa in scalar avx2 avx512 amx; do run "int8/ref64/$name/isa-$isa" i8_case "$name" "$flags" "$n" "$isa"; done
+done
+
+# Placements: tensor parallelism (rank slices quantized with their whole rows' scales: o_proj
+# and down_proj are split by columns) and a cpu:0 + cpu:1 map reproduce the single-device int8
+# logits (1e-4) and greedy tokens, and agree with ref64 --int8.
+i8_same() { # i8_same NAME FLAGS PLACEMENT...
+    local name=$1 flags=$2 d=$TMP/i8p-$1 V; shift 2
+    if [[ ! -f $d/one.json ]]; then
+        "$CLEAVE" synth $flags --seed 2 --out "$d" >/dev/null 2>&1 || return 1
+        "$REF" -m "$d" --ids $TP_IDS --int8 --dump "$d/ref.f32" >/dev/null || return 1
+        "$CLEAVE" logits -m "$d" --ids $TP_IDS --out "$d/one.f32" --dtype int8 2>/dev/null || return 1
+        "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --greedy --ignore-eos --json --dtype int8 2>/dev/null | tail -n 1 >"$d/one.json"
+    fi
+    V=$(json_get "$d/config.json" "d['vocab_size']")
+    "$CLEAVE" logits -m "$d" --ids $TP_IDS --out "$TMP/i8p.f32" --dtype int8 "$@" &&
+        python3 tests/tools/cmp_f32.py "$TMP/i8p.f32" "$d/one.f32" --vocab "$V" $TOL --label "$name int8 $* vs one device" &&
+        python3 tests/tools/cmp_f32.py "$TMP/i8p.f32" "$d/ref.f32" --vocab "$V" $TOL --label "$name int8 $* vs ref64 --int8" || return 1
+    "$CLEAVE" generate -m "$d" --ids $TP_IDS -n 10 --greedy --ignore-eos --json --dtype int8 "$@" | tail -n 1 >"$TMP/i8p.json" || return 1
+    python3 -c "import json,sys; a,b=(json.load(open(f))['ids'] for f in sys.argv[1:]); print('greedy', a, '(one device', b, ')'); sys.exit(a!=b)" \
+        "$TMP/i8p.json" "$d/one.json"
+}
+I8_LLAMA="--arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 96 --vocab 128 --dtype bf16"
+run "int8/tp2-llama-gqa" i8_same llama "$I8_LLAMA" --tp 2
+run "int8/tp2-phi3-fused" i8_same phi3 "--arch phi3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 96 --vocab 128 --dtype f32" --tp 2
+run "int8/tp3-qwen2-bias-tied" i8_same qwen2 "--arch qwen2 --hidden 48 --layers 2 --heads 6 --kv-heads 3 --intermediate 96 --vocab 126 --dtype bf16 --tie" --tp 3
+i8_vocab_parallel() {
+    printf '{"model.embed_tokens": "embedding_rowwise", "lm_head": "colwise_gather_output", "model.layers.*.mlp.gate_proj": "colwise",
+             "model.layers.*.mlp.up_proj": "colwise", "model.layers.*.mlp.down_proj": "rowwise"}\n' >"$TMP/i8plan.json"
+    i8_same llama "$I8_LLAMA" --tp 2 --tp-plan "$TMP/i8plan.json"
+}
+run "int8/tp2-vocab-parallel-embedding" i8_vocab_parallel
+i8_two_cpus() {
+    printf '{"": "cpu:0", "model.layers.1": "cpu:1", "lm_head": "cpu:1"}\n' >"$TMP/i8map.json"
+    i8_same llama "$I8_LLAMA" --device-map "$TMP/i8map.json"
+}
+run "int8/devmap-cpu0+cpu1" i8_two_cpus
+i8_plan_sizes() { # the planner holds an int8 matrix as 1 byte per value + a 4-byte scale per row
+    local d=$TMP/i8p-llama want
+    [[ -f $d/config.json ]] || "$CLEAVE" synth $I8_LLAMA --seed 2 --out "$d" >/dev/null 2>&1 || return 1
+    want=$(python3 - "$d/model.safetensors" <<'PY'
+import json, struct, sys
+f = open(sys.argv[1], 'rb'); h = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
+b = 0
+for k, t in h.items():
+    if k == '__metadata__': continue
+    s = t['shape']
+    b += s[0] * s[1] + 4 * s[0] if len(s) == 2 else t['data_offsets'][1] - t['data_offsets'][0]
+print(f"{b / 1024:.1f} KiB")
+PY
+) || return 1
+    "$CLEAVE" plan -m "$d" --dtype int8 --device-map cpu --ctx 8 | tee "$TMP/i8plan.txt"
+    echo "expected weights: $want"
+    grep -qE "^cpu +$want " "$TMP/i8plan.txt"
+}
+run "int8/plan-sizes" i8_plan_sizes
+run "int8/err-devsim-device" expect_fail "--dtype int8 runs on the CPU backend only (cpu:0 computes" env CLV_DEVSIM=cpu:0 \
+    "$CLEAVE" logits -m "$DM" --ids 3 --out "$TMP/x" --dtype int8 --device-map cpu:0
+i8_err_disk() {
+    printf '{"": "cpu", "model.layers.1": "disk"}\n' >"$TMP/i8disk.json"
+    expect_fail "--dtype int8 with disk-tier weights (model.layers.1 on disk) is not supported yet" \
+        "$CLEAVE" logits -m "$DM" --ids 3 --out "$TMP/x" --dtype int8 --device-map "$TMP/i8disk.json" --offload-folder "$TMP/i8off"
+}
+run "int8/err-disk-tier" i8_err_disk
+i8_err_cuda() {
+    gpu_skip && return 0
+    expect_fail "--dtype int8 runs on the CPU backend only (cuda:0 computes" "$CLEAVE" logits -m "$DM" --ids 3 --out "$TMP/x" --dtype int8 --device-map cuda:0
+}
+run "int8/err-cuda-device" i8_err_cuda
+run "int8/err-bad-dtype-lists-int8" expect_fail "expected auto, f32, bf16, f16 or int8" "$CLEAVE" logits -m "$DM" --ids 3 --out "$TMP/x" --dtype int4
 
 # ---- text in, text out, on the real model when it can be had -------------------------------
 real_chat() {

@@ -1,12 +1,21 @@
 /* backend — the device vtable. One backend instance per device (cpu, cpu:N,
- * later cuda:N). The runtime calls ops through it and never knows how they
- * are computed; a backend never knows about layers.
+ * cuda:N). The runtime calls ops through it and never knows how they are
+ * computed; a backend never knows about layers.
  *
  * Shapes use row-major [rows][cols]. Activations are f32; weight matrices may
- * be f32, bf16 or f16 and are used in the dtype they were loaded in. */
+ * be f32, bf16 or f16 and are used in the dtype they were loaded in; host-memory
+ * (CPU) backends also take int8 with one f32 scale per row (--dtype int8).
+ *
+ * Memory: every pointer an op takes (activations, caches, weights, cos/sin
+ * tables) is memory of that backend, from its alloc, or host memory when the
+ * backend's host_memory is set. Token ids are always host memory. A device
+ * backend (host_memory false) queues its ops in order; to_host waits for them.
+ * Its errors are sticky: ops return nothing, and check() reports the first
+ * failure, naming the call, file, line and rank. */
 #ifndef CLV_BACKEND_H
 #define CLV_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +30,7 @@ typedef struct clv_mat {
     const void *data; /* [rows][cols] in dtype dt */
     clv_dtype dt;
     int rows, cols;
+    const float *scale; /* per row, CLV_DT_I8 only (row r is data[r] * scale[r]); NULL otherwise */
 } clv_mat;
 
 typedef struct clv_attn_args {
@@ -58,12 +68,39 @@ typedef struct clv_backend_ops {
     void (*embed)(clv_backend *b, float *y, const clv_mat *table, const int32_t *ids, int T);
     /* copy within this device's memory */
     void (*copy)(clv_backend *b, void *dst, const void *src, size_t bytes);
+    /* host -> device; the host buffer may be reused when it returns */
+    void (*to_device)(clv_backend *b, void *dst, const void *src_host, size_t bytes);
+    /* device -> host, after every op queued before it has finished */
+    void (*to_host)(clv_backend *b, void *dst_host, const void *src, size_t bytes);
+    /* wait until every queued op has finished */
+    void (*sync)(clv_backend *b);
+    /* 0, or the first error since the backend was made (sticky; fills st) */
+    int (*check)(clv_backend *b, clv_status *st);
+    /* Host memory the device copies from at full speed (pinned); NULL when
+     * the backend has none (then plain host memory is as good). */
+    void *(*alloc_host)(clv_backend *b, size_t bytes);
+    void (*free_host)(clv_backend *b, void *p);
+    /* Weight streaming through numbered slots (0 .. CLV_STAGE_SLOTS-1), on a
+     * copy engine that runs beside the compute ops:
+     *   stage(slot, dst, src)   queue src_host -> dst; the copy starts once the
+     *                           ops that used the slot before its last
+     *                           stage_release have finished;
+     *   stage_wait(slot)        ops queued after this see the slot's copies;
+     *   stage_release(slot)     ops queued before this were the slot's last users.
+     * NULL on backends whose ops read host memory directly. */
+    void (*stage)(clv_backend *b, int slot, void *dst, const void *src_host, size_t bytes);
+    void (*stage_wait)(clv_backend *b, int slot);
+    void (*stage_release)(clv_backend *b, int slot);
     void (*destroy)(clv_backend *b);
 } clv_backend_ops;
 
+#define CLV_STAGE_SLOTS 2
+
 struct clv_backend {
     const clv_backend_ops *ops;
-    char name[32]; /* "cpu", "cpu:1", "cuda:0" */
+    char name[32];    /* "cpu", "cpu:1", "cuda:0" */
+    bool host_memory; /* alloc returns host memory: activations pass to another
+                         host-memory backend with no copy */
     void *impl;
 };
 
@@ -74,5 +111,21 @@ int clv_cpu_backend_threads(const clv_backend *b);
 /* Which SIMD path the CPU kernels run: "avx512", "avx2" or "scalar". Chosen
  * at run time from the CPU; CLV_CPU=avx2|scalar forces a lower one. */
 const char *clv_cpu_isa(void);
+
+/* The CPU backend behind a device-memory front, for testing the runtime's
+ * device paths without a GPU: host_memory is false, and every pointer it hands
+ * out is tagged so that a host access to it faults; ops, copies and staging
+ * untag them. Owns `cpu`. */
+clv_backend *clv_devsim_backend_new(clv_backend *cpu);
+
+/* CUDA (src/backend/cuda; a stub that finds no device when built without nvcc). */
+bool clv_cuda_built(void);
+/* GPUs the driver shows; 0 with the reason in why (no driver, no device, not built). */
+int clv_cuda_device_count(char *why, size_t cap);
+/* free and total bytes of device memory */
+int clv_cuda_mem_info(int device, uint64_t *free_bytes, uint64_t *total_bytes, clv_status *st);
+clv_backend *clv_cuda_backend_new(const char *name, int device, clv_status *st);
+/* device-to-device copy bandwidth in GB/s, read + write (0: cannot be measured) */
+double clv_cuda_copy_bandwidth(int device);
 
 #endif

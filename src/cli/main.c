@@ -26,13 +26,21 @@
 #define PLACEMENT_HELP                                                                              \
     "placement:\n"                                                                                  \
     "  --device-map MAP       auto | balanced | balanced_low_0 | sequential | DEVICE | FILE.json\n"  \
-    "                         (DEVICE: cpu, cpu:N, disk; FILE: module -> device, as `plan --json`\n" \
-    "                         writes it). Default: cpu, or auto when --max-memory is given\n"       \
-    "  --max-memory LIST      budgets, e.g. cpu:0=2GiB,cpu:1=2GiB,disk=20GB (B, KB/MB/GB = 10^3..,\n" \
+    "                         (DEVICE: cuda:N, cpu, cpu:N, disk; FILE: module -> device, as\n"     \
+    "                         `plan --json` writes it). auto and the balanced modes use every\n"  \
+    "                         GPU, then the CPU, then disk\n"                                      \
+    "                         Default: cpu, or auto when --max-memory is given\n"                \
+    "  --max-memory LIST      budgets, e.g. cuda:0=20GiB,cpu=8GiB,disk=20GB (B, KB/MB/GB = 10^3..,\n" \
     "                         KiB/MiB/GiB = 2^10..); unset devices: their free memory\n"            \
     "  --ctx N                KV cache tokens to budget and allocate\n"                             \
     "  --no-prefetch          read disk-tier weights synchronously (to measure prefetching)\n"      \
-    "  --dtype auto|f32|bf16|f16  convert weights at load (auto: as stored)\n"                    \
+    "  --offload-exec auto|main|local  who computes layers stored in CPU RAM: the main (first)\n" \
+    "                         device, their weights streamed to it two layers at a time, the\n"  \
+    "                         next copying while one computes (Accelerate copies with no\n"     \
+    "                         prefetch), or the CPU holding them. auto: main when it is a GPU\n"  \
+    "  --dtype auto|f32|bf16|f16|int8  convert weights at load (auto: as stored). int8: every\n"   \
+    "                         matrix to int8 with one f32 scale per row (activations stay f32);\n" \
+    "                         CPU devices only, weights in RAM (no disk tier)\n"                 \
     "  --offload-folder DIR   where disk-tier weights that need converting are written; weights\n" \
     "                         already in the right dtype are read from the checkpoint itself\n"  \
     "  --tp N                 tensor parallelism over N ranks (one process each; started here\n"    \
@@ -42,7 +50,8 @@
     "  --tp-plan auto|FILE    auto (q/k/v, gate, up colwise; o, down rowwise; lm_head vocab-split)\n" \
     "                         or a JSON object of module patterns ('*' = layer index) -> strategy\n" \
     "  cpu:N is a NUMA node, or a physical core on a one-node machine; disk-tier layers are\n"     \
-    "  streamed into RAM and run on the first compute device.\n"
+    "  streamed into RAM and run on the first compute device. With --tp, each rank uses one\n"   \
+    "  GPU, its local rank modulo the GPUs there are, as cuda:0.\n"
 
 static const char *k_usage =
     "cleave " CLV_VERSION " — run Hugging Face causal-LM checkpoints\n"
@@ -211,6 +220,7 @@ static int g_pp = 1;                 /* --pp M: pipeline stages of a TP x PP mes
 static const char *g_tp_plan_path;   /* --tp-plan FILE */
 static char *g_tp_plan_text;
 static clv_comm *g_comm;
+static clv_comm *g_boot; /* the host communicator NCCL was bootstrapped over */
 static pid_t g_children[256];
 static int g_n_children;
 
@@ -265,6 +275,25 @@ static void start_ranks(args *a, clv_load_opts *lo) {
         for (int i = 0; i < per; i++) CPU_SET(ri.local_rank * per + i, &set);
         sched_setaffinity(0, sizeof set, &set);
     }
+    /* ranks on GPUs all-reduce with NCCL, one GPU each; ranks sharing a GPU
+     * (or a build without NCCL) stage through host memory instead */
+    bool gpu = (lo->device_map && strstr(lo->device_map, "cuda")) || (lo->max_memory && strstr(lo->max_memory, "cuda"));
+    char why[160];
+    int n_gpus = gpu ? clv_cuda_device_count(why, sizeof why) : 0;
+    if (n_gpus > 0 && clv_nccl_built()) {
+        clv_comm *nc;
+        int rc = clv_comm_nccl(&nc, g_comm, ri.local_rank % n_gpus, timeout, &st);
+        if (rc == 0) {
+            g_boot = g_comm;
+            g_comm = nc;
+        } else if (rc == CLV_EUNSUPPORTED) {
+            clv_info("%s\n", st.msg);
+        } else {
+            die_st(&st);
+        }
+    } else if (n_gpus > 0) {
+        clv_info("this build has no NCCL: GPU ranks all-reduce through host memory (%s)\n", g_comm->ops->name);
+    }
     lo->comm = g_comm;
     if (g_tp_plan_path) {
         size_t len;
@@ -284,7 +313,8 @@ static int finish_ranks(int rc) {
         }
     }
     clv_comm_close(g_comm);
-    g_comm = NULL;
+    clv_comm_close(g_boot);
+    g_comm = g_boot = NULL;
     free(g_tp_plan_text);
     return rc;
 }
@@ -299,6 +329,7 @@ static bool placement_flag(args *a, clv_load_opts *lo) {
     else if (flag(a, "--max-memory", NULL)) lo->max_memory = value(a);
     else if (flag(a, "--ctx", NULL)) lo->ctx = (int)int_value(a, 1, INT32_MAX);
     else if (flag(a, "--no-prefetch", NULL)) lo->no_prefetch = true;
+    else if (flag(a, "--offload-exec", NULL)) lo->offload_exec = value(a);
     else if (flag(a, "--dtype", NULL)) lo->dtype = value(a);
     else if (flag(a, "--offload-folder", NULL)) lo->offload_folder = value(a);
     else if (flag(a, "-t", "--threads")) lo->n_threads = (int)int_value(a, 1, 4096);
@@ -332,9 +363,11 @@ static const char *be_desc(const clv_model *m) {
     size_t k = 0;
     buf[0] = 0;
     for (int d = 0; d < m->plan.n_devices && k < sizeof buf; d++)
-        if (m->be[d])
+        if (m->be[d] && strcmp(m->be[d]->ops->name, "cpu") == 0)
             k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s x%d", k ? ", " : "", m->be[d]->name,
                                   clv_cpu_backend_threads(m->be[d]));
+        else if (m->be[d])
+            k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s (%s)", k ? ", " : "", m->be[d]->name, m->be[d]->ops->name);
     return buf;
 }
 
@@ -1023,7 +1056,11 @@ static int cmd_bench(args *a) {
         if (pp / (t1 - t0) > best_pp) best_pp = pp / (t1 - t0);
         if (tg / (t2 - t1) > best_tg) best_tg = tg / (t2 - t1);
     }
-    double gbs = best_tg * (double)m->decode_bytes / 1e9;
+    double gbs = best_tg * (double)m->decode_bytes / 1e9, copy_gbs = 0;
+    /* on a GPU, the share of its measured device copy bandwidth (read + write) */
+    for (int d = 0; d < m->plan.n_devices && rank0(); d++)
+        if (m->be[d] && strcmp(m->be[d]->ops->name, "cuda") == 0 && copy_gbs == 0)
+            copy_gbs = clv_cuda_copy_bandwidth(m->gpu_base + m->plan.devices[d].index);
     if (!rank0()) {
         free(ids);
         free(logits);
@@ -1033,15 +1070,18 @@ static int cmd_bench(args *a) {
     }
     if (json) {
         printf("{\"pp\":%d,\"tg\":%d,\"devices\":\"%s\",\"isa\":\"%s\",\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
-               "\"decode_bytes_per_token\":%llu,\"decode_gb_s\":%.3f,\"disk_bytes_read\":%llu}\n",
+               "\"decode_bytes_per_token\":%llu,\"decode_gb_s\":%.3f,\"disk_bytes_read\":%llu,\"gpu_copy_gbs\":%.1f}\n",
                pp, tg, be_desc(m), clv_cpu_isa(), best_pp, best_tg, (unsigned long long)m->decode_bytes, gbs,
-               (unsigned long long)(m->streamer ? clv_streamer_bytes_read(m->streamer) : 0));
+               (unsigned long long)(m->streamer ? clv_streamer_bytes_read(m->streamer) : 0), copy_gbs);
     } else {
         printf("model    %s (%s, %.1f MiB of weights)\n", dir, clv_arch_name(m->cfg.arch), m->weight_bytes / 1048576.0);
         printf("devices  %s (%s)\n", be_desc(m), clv_cpu_isa());
         printf("pp%-5d  %10.2f tok/s\n", pp, best_pp);
         printf("tg%-5d  %10.2f tok/s   %.2f GB/s of weights (%.1f MB per token)\n", tg, best_tg, gbs,
                m->decode_bytes / 1e6);
+        if (copy_gbs > 0)
+            printf("gpu      device copy bandwidth %.1f GB/s (read + write); decode reads weights at %.0f%% of it\n",
+                   copy_gbs, 100 * gbs / copy_gbs);
     }
     free(ids);
     free(logits);

@@ -1,6 +1,6 @@
 /* comm — communicators between the ranks of one job, behind one vtable:
  * single process (no-op), shared memory between the processes of one host,
- * MPI across hosts (NCCL for GPUs joins here later). Every collective has a
+ * MPI across hosts, NCCL between GPUs. Every collective has a
  * timeout: a rank that died or stalls becomes an error naming it on every
  * other rank, never a hang. Knows nothing about models. */
 #ifndef CLV_COMM_H
@@ -38,6 +38,7 @@ struct clv_comm {
     int local_rank, local_world;
     int group_size; /* world unless set_group_size said otherwise */
     double timeout_s;
+    bool device_buffers; /* collectives also take memory of this rank's CUDA device (NCCL) */
     void *impl;
 };
 
@@ -60,6 +61,13 @@ void clv_comm_close(clv_comm *c);
 int clv_comm_single(clv_comm **out, clv_status *st);
 int clv_comm_shm(clv_comm **out, const clv_rankinfo *ri, double timeout_s, clv_status *st);
 int clv_comm_mpi(clv_comm **out, const clv_rankinfo *ri, double timeout_s, clv_status *st); /* CLV_EUNSUPPORTED without MPI */
+/* NCCL over the ranks' GPUs, one CUDA device per rank (`device` on this rank).
+ * `boot` (every rank, any host communicator) carries the unique id and checks
+ * that no two ranks share a GPU, which NCCL refuses (CLV_EUNSUPPORTED then: stay on
+ * `boot` and stage through host memory). Collectives take device or host
+ * pointers. `boot` must outlive the result. CLV_EUNSUPPORTED without NCCL. */
+int clv_comm_nccl(clv_comm **out, clv_comm *boot, int device, double timeout_s, clv_status *st);
+bool clv_nccl_built(void);
 
 /* ---- launching one process per rank ---------------------------------------------- */
 

@@ -245,15 +245,18 @@ static void sort_devices(clv_plan *p) {
 static uint64_t default_budget(clv_device d, const clv_topology *t) {
     if (d.kind == CLV_DEV_DISK) return UINT64_MAX; /* weights are read in place from the checkpoint */
     if (d.kind == CLV_DEV_CPU && d.index >= 0) return t->mem_available / (uint64_t)(t->n_groups ? t->n_groups : 1);
+    if (d.kind == CLV_DEV_CUDA) return d.index >= 0 && d.index < t->n_gpus ? t->gpu_free[d.index] : 0;
     return t->mem_available;
 }
 
 static int check_device(clv_device d, const clv_topology *t, clv_status *st) {
     char name[32];
     clv_device_str(&d, name, sizeof name);
-    if (d.kind == CLV_DEV_CUDA)
-        return clv_fail(st, CLV_EUNSUPPORTED, "device %s: this build has no CUDA backend (devices: cpu, cpu:0..%d, disk)", name,
-                        t->n_groups - 1);
+    if (d.kind == CLV_DEV_CUDA && t->n_gpus == 0)
+        return clv_fail(st, CLV_EUNSUPPORTED, "device %s: no CUDA device can be used: %s (devices: cpu, cpu:0..%d, disk)",
+                        name, t->gpu_why[0] ? t->gpu_why : "none found", t->n_groups - 1);
+    if (d.kind == CLV_DEV_CUDA && d.index >= t->n_gpus)
+        return clv_fail(st, CLV_EINVAL, "device %s: this machine has cuda:0..cuda:%d", name, t->n_gpus - 1);
     if (d.kind == CLV_DEV_CPU && d.index >= t->n_groups)
         return clv_fail(st, CLV_EINVAL, "device %s: this machine has cpu:0..cpu:%d (%s)", name, t->n_groups - 1,
                         t->numa ? "one per NUMA node" : "one per physical core");
@@ -334,6 +337,9 @@ static int account(clv_plan *p, const module *m, int nm, const clv_module_sizes 
         if (!compat) p->kv_bytes[e] += m[i].kv;
         executes[e] = true;
         if (p->devices[d].kind == CLV_DEV_DISK && m[i].kind != CLV_MOD_EMBED && m[i].w > max_stream) max_stream = m[i].w;
+        /* a module stored in CPU RAM and computed by a GPU passes through two device slots */
+        if (e != d && p->devices[e].kind == CLV_DEV_CUDA && m[i].kind != CLV_MOD_EMBED && m[i].w > max_stream)
+            max_stream = m[i].w;
     }
     if (p->tied) p->head_dev = p->embed_dev;
     if (compat) return 0;
@@ -442,6 +448,14 @@ done:
     return rc;
 }
 
+/* The cost model behind CLV_OFFLOAD_AUTO: one decoded token moves the
+ * CPU-stored bytes either over the host link or through the CPU's caches; the
+ * bytes cancel, the bandwidths decide. */
+static bool stream_to_main(clv_offload_exec x) {
+    if (x != CLV_OFFLOAD_AUTO) return x == CLV_OFFLOAD_MAIN;
+    return CLV_H2D_GBS_DEFAULT >= CLV_RAM_GBS_DEFAULT;
+}
+
 static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *ms, const clv_topology *topo,
                      const clv_plan_request *req, int ctx, clv_status *st) {
     memset(p, 0, sizeof *p);
@@ -474,7 +488,11 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
             if ((rc = check_device(req->budget_dev[k], topo, st))) return rc;
             add_device(p, req->budget_dev[k], req->budget[k]);
         }
-        if (req->n_budgets == 0) add_device(p, (clv_device){CLV_DEV_CPU, -1}, default_budget((clv_device){CLV_DEV_CPU, -1}, topo));
+        if (req->n_budgets == 0) { /* every GPU, then the CPU, as Accelerate's get_max_memory */
+            for (int g = 0; g < topo->n_gpus && g < CLV_MAX_DEVICES - 2; g++)
+                add_device(p, (clv_device){CLV_DEV_CUDA, g}, default_budget((clv_device){CLV_DEV_CUDA, g}, topo));
+            add_device(p, (clv_device){CLV_DEV_CPU, -1}, default_budget((clv_device){CLV_DEV_CPU, -1}, topo));
+        }
         add_device(p, (clv_device){CLV_DEV_DISK, -1}, UINT64_MAX);
     }
     /* "cpu" with "cpu:N" would give the same cores twice */
@@ -501,6 +519,9 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
     for (int d = 0; d < p->n_devices && main_dev < 0; d++)
         if (is_compute(p->devices[d])) main_dev = d;
     for (int d = 0; d < p->n_devices; d++) p->exec[d] = is_compute(p->devices[d]) ? d : main_dev;
+    if (req->offload_exec == CLV_OFFLOAD_MAIN || (p->devices[main_dev].kind == CLV_DEV_CUDA && stream_to_main(req->offload_exec)))
+        for (int d = 0; d < p->n_devices; d++)
+            if (p->devices[d].kind == CLV_DEV_CPU) p->exec[d] = main_dev;
 
     uint64_t scratch = ms->scratch_fixed + ms->scratch_per_token * (uint64_t)(req->max_t < ctx ? req->max_t : ctx);
     if (req->mode == CLV_MAP_EXPLICIT || req->mode == CLV_MAP_DEVICE) {

@@ -32,6 +32,9 @@ typedef struct clv_topology {
     int cpus[CLV_MAX_CPUS];
     uint64_t mem_available;  /* bytes, MemAvailable */
     bool numa;               /* groups are NUMA nodes (else cores) */
+    int n_gpus;              /* CUDA devices (filled by the caller, which can ask the driver) */
+    uint64_t gpu_free[CLV_MAX_DEVICES];
+    char gpu_why[160];       /* why there are none */
 } clv_topology;
 int clv_topology_detect(clv_topology *t, clv_status *st);
 
@@ -57,6 +60,16 @@ typedef enum clv_map_mode {
 typedef enum clv_module_kind { CLV_MOD_EMBED, CLV_MOD_LAYER, CLV_MOD_NORM, CLV_MOD_HEAD,
                                CLV_MOD_ROTARY /* model.rotary_emb: buffers only, --accelerate-compat */ } clv_module_kind;
 
+/* Who computes the layers stored in CPU RAM: the CPU where they are (LOCAL),
+ * or the main (first) device, the weights streamed to it (MAIN, what
+ * Accelerate does with a GPU). AUTO is LOCAL unless the main device is a GPU;
+ * then the cost model decides: per decoded token, streaming moves the bytes at
+ * host-to-device bandwidth, the CPU reads them at its memory bandwidth;
+ * prefill always favours the GPU. */
+typedef enum clv_offload_exec { CLV_OFFLOAD_AUTO, CLV_OFFLOAD_MAIN, CLV_OFFLOAD_LOCAL } clv_offload_exec;
+#define CLV_H2D_GBS_DEFAULT 25.0 /* PCIe 4.0 x16 as measured in practice; PCIe 5 doubles it */
+#define CLV_RAM_GBS_DEFAULT 20.0 /* what a few cores of one socket read */
+
 typedef struct clv_plan_request {
     clv_map_mode mode;
     clv_device device;               /* CLV_MAP_DEVICE */
@@ -68,6 +81,7 @@ typedef struct clv_plan_request {
     int ctx;                         /* KV cache tokens to budget; 0: choose */
     int max_t;                       /* prefill chunk (activation scratch) */
     bool accelerate_compat;          /* budget weights only, as Accelerate does */
+    clv_offload_exec offload_exec;   /* who computes the layers stored in CPU RAM when the main device is a GPU */
 } clv_plan_request;
 
 typedef struct clv_plan {

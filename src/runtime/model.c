@@ -20,6 +20,7 @@ static bool is_ignored_extra(const char *name) {
 /* Rows [r0, r0+n) of a matrix, as a view. */
 static clv_mat mat_rows(clv_mat w, int r0, int n) {
     w.data = (const uint8_t *)w.data + (size_t)r0 * (size_t)w.cols * clv_dtype_size(w.dt);
+    if (w.scale) w.scale += r0;
     w.rows = n;
     return w;
 }
@@ -42,6 +43,7 @@ int clv_model_bind(clv_model *m, clv_status *st) {
     size_t vec_floats = 0;
     for (int i = 0; i < n; i++)
         if (want[i].ndim == 1) vec_floats += (size_t)want[i].shape[0];
+    m->vec_floats = vec_floats;
     m->vec_arena = clv_alloc(sizeof(float) * (vec_floats ? vec_floats : 1));
     if (!m->vec_arena) {
         rc = clv_fail(st, CLV_ENOMEM, "out of memory for %zu norm/bias values", vec_floats);
@@ -114,7 +116,7 @@ int clv_model_bind(clv_model *m, clv_status *st) {
             }
             continue;
         }
-        clv_mat mat = {data, t->dtype, (int)d->shape[0], (int)d->shape[1]};
+        clv_mat mat = {data, t->dtype, (int)d->shape[0], (int)d->shape[1], NULL};
         uint64_t bytes = t->end - t->begin;
         if (d->slot == CLV_W_EMBED) {
             m->embed = mat;
@@ -158,7 +160,7 @@ int clv_model_bind(clv_model *m, clv_status *st) {
             goto done;
         }
         used[head - m->st.tensors] = true;
-        m->lm_head = (clv_mat){clv_st_data(&m->st, head), head->dtype, m->embed.rows, m->embed.cols};
+        m->lm_head = (clv_mat){clv_st_data(&m->st, head), head->dtype, m->embed.rows, m->embed.cols, NULL};
         m->weight_bytes += head->end - head->begin;
         m->decode_bytes += head->end - head->begin;
     } else if (c->tie_embeddings) {
@@ -193,7 +195,8 @@ void clv_model_sizes(const clv_model *m, int max_t, clv_module_sizes *ms) {
         const clv_st_tensor *t = clv_st_find(&m->st, d[i].name);
         uint64_t b = t ? t->end - t->begin : 0;
         if (t && d[i].ndim == 2 && m->want_dt != CLV_DT_COUNT) /* planned as it will be held */
-            b = (uint64_t)clv_st_numel(t) * clv_dtype_size(m->want_dt);
+            b = m->want_dt == CLV_DT_I8 ? (uint64_t)clv_st_numel(t) + sizeof(float) * (uint64_t)t->shape[0] /* + row scales */
+                                        : (uint64_t)clv_st_numel(t) * clv_dtype_size(m->want_dt);
         switch (d[i].slot) {
         case CLV_W_EMBED: ms->embed += b; break;
         case CLV_W_NORM: ms->norm += b; break;
@@ -251,6 +254,11 @@ static int make_plan(clv_model *m, const clv_load_opts *o, clv_status *st) {
     req.ctx = o ? o->ctx : 0;
     req.max_t = m->prefill_chunk;
     req.accelerate_compat = o && o->accelerate_compat;
+    const char *ox = o && o->offload_exec && *o->offload_exec ? o->offload_exec : "auto";
+    if (strcmp(ox, "auto") == 0) req.offload_exec = CLV_OFFLOAD_AUTO;
+    else if (strcmp(ox, "main") == 0) req.offload_exec = CLV_OFFLOAD_MAIN;
+    else if (strcmp(ox, "local") == 0) req.offload_exec = CLV_OFFLOAD_LOCAL;
+    else return clv_fail(st, CLV_EINVAL, "--offload-exec '%s': expected auto, main or local", ox);
     char *json = NULL;
     int rc;
     if (o && o->max_memory && *o->max_memory && (rc = parse_max_memory(o->max_memory, &req, st))) return rc;
@@ -294,6 +302,61 @@ static void convert_rows(void *dst, clv_dtype dd, const void *src, clv_dtype sd,
 
 static bool on_disk(const clv_model *m, int dev) { return m->plan.devices[dev].kind == CLV_DEV_DISK; }
 
+/* --dtype int8: [rows][cols] int8, then one f32 scale per row from a 64-byte
+ * boundary on, in one allocation of i8_bytes. */
+static size_t i8_scales_at(size_t numel) { return (numel + 63) & ~(size_t)63; }
+static size_t i8_bytes(int rows, int cols) { return i8_scales_at((size_t)rows * cols) + sizeof(float) * (size_t)rows; }
+/* w's rows; when w is a tensor-parallel column slice of checkpoint tensor
+ * t (all of its rows, some columns), each row's scale comes from the whole
+ * row of t, so that every rank holds exactly the single-rank values. */
+static int quantize_mat(int8_t *q, float *scale, const clv_mat *w, const clv_model *m, const clv_st_tensor *t) {
+    const int full = t && t->ndim == 2 && t->shape[1] != w->cols ? (int)t->shape[1] : 0;
+    CLV_ASSERT(!full || t->shape[0] == w->rows);
+    float *row = malloc(sizeof(float) * (size_t)(full > w->cols ? full : w->cols));
+    if (!row) return CLV_ENOMEM;
+    const size_t rb = (size_t)w->cols * clv_dtype_size(w->dt);
+    for (int r = 0; r < w->rows; r++) {
+        float amax = 0.0f;
+        if (full) {
+            convert_rows(row, CLV_DT_F32, (const uint8_t *)clv_st_data(&m->st, t) + (size_t)r * full * clv_dtype_size(t->dtype),
+                         t->dtype, (size_t)full);
+            amax = clv_absmax(row, full);
+        }
+        convert_rows(row, CLV_DT_F32, (const uint8_t *)w->data + (size_t)r * rb, w->dt, (size_t)w->cols);
+        scale[r] = clv_quantize_i8_row(q + (size_t)r * w->cols, row, w->cols, full ? amax : clv_absmax(row, w->cols));
+    }
+    free(row);
+    if (full) { /* the other ranks' columns were only read for the scales */
+        uintptr_t a = (uintptr_t)clv_st_data(&m->st, t) & ~(uintptr_t)4095;
+        madvise((void *)a, (uintptr_t)clv_st_data(&m->st, t) + (t->end - t->begin) - a, MADV_DONTNEED);
+    }
+    return 0;
+}
+
+static bool devsim_wanted(const char *name);
+/* int8 matrices are computed by the CPU kernels from RAM: no device backend
+ * has int8 kernels, and the disk tier's converted copy would need the scales
+ * as a second tensor. */
+static int int8_placement(const clv_model *m, clv_status *st) {
+    const clv_plan *p = &m->plan;
+    for (int i = -2; i < p->n_layers; i++) {
+        const int d = i == -2 ? p->embed_dev : i == -1 ? p->head_dev : p->layer_dev[i];
+        char what[48], dev[32], ex[32];
+        if (i < 0) snprintf(what, sizeof what, i == -2 ? "model.embed_tokens" : "lm_head");
+        else snprintf(what, sizeof what, "model.layers.%d", i);
+        clv_device_str(&p->devices[d], dev, sizeof dev);
+        clv_device_str(&p->devices[p->exec[d]], ex, sizeof ex);
+        if (on_disk(m, d))
+            return clv_fail(st, CLV_EUNSUPPORTED, "--dtype int8 with disk-tier weights (%s on %s) is not supported yet: "
+                            "give --max-memory or a device map that keeps every module in RAM", what, dev);
+        if (p->devices[p->exec[d]].kind == CLV_DEV_CUDA || devsim_wanted(ex))
+            return clv_fail(st, CLV_EUNSUPPORTED, "--dtype int8 runs on the CPU backend only (%s computes %s%s): use "
+                            "--dtype bf16 or a device map of cpu devices", ex, what,
+                            devsim_wanted(ex) ? ", as a device-memory backend under CLV_DEVSIM" : "");
+    }
+    return 0;
+}
+
 /* The matrices a tensor descriptor binds to (a fused tensor binds several
  * row views), and the plan device it lives on. */
 static int mats_of(clv_model *m, const clv_wdesc *d, int *dev, clv_mat **out) {
@@ -328,10 +391,46 @@ static int fill_converted(void *ctx, int i, void *buf, size_t bytes, clv_status 
     return 0;
 }
 
+/* One resident matrix to want_dt, in a buffer the model owns. t: its
+ * checkpoint tensor; whole: all of it is read per decoded token (else one
+ * row: an embedding table the head does not share). */
+static int convert_mat(clv_model *m, clv_mat *w, const clv_st_tensor *t, bool whole, clv_status *st) {
+    const size_t numel = (size_t)w->rows * (size_t)w->cols;
+    const bool i8 = m->want_dt == CLV_DT_I8;
+    const size_t held = i8 ? i8_bytes(w->rows, w->cols) : numel * clv_dtype_size(m->want_dt);
+    void *buf = clv_alloc(held);
+    void **ow = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
+    if (!buf || !ow) {
+        clv_free(buf);
+        if (ow) m->owned = ow;
+        return clv_fail(st, CLV_ENOMEM, "out of memory converting %s to %s", t->name, clv_dtype_name(m->want_dt));
+    }
+    m->owned = ow;
+    m->owned[m->n_owned++] = buf;
+    float *scale = i8 ? (float *)((uint8_t *)buf + i8_scales_at(numel)) : NULL;
+    if (i8 && quantize_mat(buf, scale, w, m, t)) return clv_fail(st, CLV_ENOMEM, "out of memory quantizing %s", t->name);
+    if (!i8) convert_rows(buf, m->want_dt, w->data, w->dt, numel);
+    m->decode_bytes += (uint64_t)(((int64_t)held - (int64_t)(numel * clv_dtype_size(w->dt))) / (whole ? 1 : w->rows));
+    /* the checkpoint's pages were only needed for this: let them go (not a
+     * tensor-parallel slice's buffer: its page may hold other allocations) */
+    for (int f = 0; f < m->st.n_files; f++)
+        if ((const uint8_t *)w->data >= m->st.files[f].map && (const uint8_t *)w->data < m->st.files[f].map + m->st.files[f].size) {
+            uintptr_t a = (uintptr_t)w->data & ~(uintptr_t)4095;
+            madvise((void *)a, (uintptr_t)w->data + numel * clv_dtype_size(w->dt) - a, MADV_DONTNEED);
+        }
+    w->data = buf;
+    w->dt = m->want_dt;
+    w->scale = scale;
+    return 0;
+}
+
 static int convert_weights(clv_model *m, const clv_load_opts *o, clv_status *st) {
     if (m->want_dt == CLV_DT_COUNT) return 0;
+    int rc;
+    if (m->want_dt == CLV_DT_I8 && (rc = int8_placement(m, st))) return rc;
     const clv_config *c = &m->cfg;
-    int cap = clv_arch_max_tensors(c), rc = 0, n_disk = 0;
+    int cap = clv_arch_max_tensors(c), n_disk = 0;
+    rc = 0;
     clv_wdesc *d = calloc((size_t)cap, sizeof *d);
     clv_st_wtensor *wt = calloc((size_t)cap, sizeof *wt);
     const clv_st_tensor **src = calloc((size_t)cap, sizeof *src);
@@ -359,26 +458,18 @@ static int convert_weights(clv_model *m, const clv_load_opts *o, clv_status *st)
         for (int k = 0; k < np; k++) {
             clv_mat *w = parts[k];
             if (w->dt == m->want_dt) continue;
-            size_t numel = (size_t)w->rows * (size_t)w->cols;
-            void *buf = clv_alloc(numel * clv_dtype_size(m->want_dt));
-            void **ow = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
-            if (!buf || !ow) {
-                clv_free(buf);
-                if (ow) m->owned = ow;
-                rc = clv_fail(st, CLV_ENOMEM, "out of memory converting %s to %s", t->name, clv_dtype_name(m->want_dt));
-                goto done;
-            }
-            m->owned = ow;
-            m->owned[m->n_owned++] = buf;
-            convert_rows(buf, m->want_dt, w->data, w->dt, numel);
-            /* the source pages were only needed for this: let them go */
-            uintptr_t a = (uintptr_t)w->data & ~(uintptr_t)4095;
-            madvise((void *)a, (uintptr_t)w->data + numel * clv_dtype_size(w->dt) - a, MADV_DONTNEED);
-            bool tied = d[i].slot == CLV_W_EMBED && m->lm_head.data == w->data;
-            w->data = buf;
-            w->dt = m->want_dt;
+            const bool tied = d[i].slot == CLV_W_EMBED && m->lm_head.data == w->data;
+            if ((rc = convert_mat(m, w, t, d[i].slot != CLV_W_EMBED || tied, st))) goto done;
             if (tied) m->lm_head = *w;
         }
+    }
+    /* a head no descriptor converted: a tied head that tensor parallelism
+     * sliced apart from the table, or a checkpoint's own lm_head.weight
+     * under tie_word_embeddings (bind uses it) */
+    if (m->lm_head.dt != m->want_dt && !on_disk(m, m->plan.head_dev) && (m->pp == 1 || m->stage == m->pp - 1)) {
+        const clv_st_tensor *ht = clv_st_find(&m->st, "lm_head.weight");
+        if ((rc = convert_mat(m, &m->lm_head, ht ? ht : clv_st_find(&m->st, "model.embed_tokens.weight"), true, st)))
+            goto done;
     }
     if (!disk_needs) goto done; /* disk-tier weights already in the right dtype: read in place */
     const char *folder = o ? o->offload_folder : NULL;
@@ -462,7 +553,7 @@ static int make_units(clv_model *m, const clv_load_opts *o, clv_status *st) {
     return clv_streamer_new(&m->streamer, set, m->units, m->n_units, !(o && o->no_prefetch), st);
 }
 
-int clv_model_layer_acquire(clv_model *m, int l, clv_layer_w *tmp, const clv_layer_w **out, clv_status *st) {
+static int host_layer_acquire(clv_model *m, int l, clv_layer_w *tmp, const clv_layer_w **out, clv_status *st) {
     int u = m->layer_unit[l];
     if (u < 0) {
         *out = &m->layers[l];
@@ -475,7 +566,7 @@ int clv_model_layer_acquire(clv_model *m, int l, clv_layer_w *tmp, const clv_lay
         const void *data = base + m->units[u].slot_off[i];
         const clv_config *c = &m->cfg;
         const int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, I = c->intermediate;
-        clv_mat whole = {data, m->unit_map[u].slot[i] == CLV_W_QKV ? tmp->q.dt : tmp->gate.dt, 0, c->hidden};
+        clv_mat whole = {data, m->unit_map[u].slot[i] == CLV_W_QKV ? tmp->q.dt : tmp->gate.dt, 0, c->hidden, NULL};
         switch (m->unit_map[u].slot[i]) {
         case CLV_W_QKV:
             tmp->q.data = mat_rows(whole, 0, qd).data, tmp->k.data = mat_rows(whole, qd, kvd).data;
@@ -496,11 +587,11 @@ int clv_model_layer_acquire(clv_model *m, int l, clv_layer_w *tmp, const clv_lay
     return 0;
 }
 
-void clv_model_layer_done(clv_model *m, int l) {
+static void host_layer_done(clv_model *m, int l) {
     if (m->layer_unit[l] >= 0) clv_streamer_release(m->streamer, m->layer_unit[l]);
 }
 
-int clv_model_head_acquire(clv_model *m, clv_mat *out, clv_status *st) {
+static int host_head_acquire(clv_model *m, clv_mat *out, clv_status *st) {
     *out = m->lm_head;
     if (m->head_unit < 0) return 0;
     const uint8_t *base = clv_streamer_acquire(m->streamer, m->head_unit, st);
@@ -509,8 +600,260 @@ int clv_model_head_acquire(clv_model *m, clv_mat *out, clv_status *st) {
     return 0;
 }
 
-void clv_model_head_done(clv_model *m) {
+static void host_head_done(clv_model *m) {
     if (m->head_unit >= 0) clv_streamer_release(m->streamer, m->head_unit);
+}
+
+/* ---- devices with their own memory ----------------------------------------------- */
+
+clv_backend *clv_model_exec_be(const clv_model *m, int d) { return m->be[m->plan.exec[d]]; }
+
+/* The matrices of unit u (layer u, or the head when u == n_layers), in the
+ * order they are laid out in a stage slot. */
+static int unit_mats(clv_layer_w *L, clv_mat *head, clv_mat **out) {
+    if (!L) return out[0] = head, 1;
+    clv_mat *w[] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+    for (int i = 0; i < 7; i++) out[i] = w[i];
+    return 7;
+}
+static size_t mat_bytes(const clv_mat *w) { return (size_t)w->rows * (size_t)w->cols * clv_dtype_size(w->dt); }
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+static size_t unit_bytes(clv_layer_w *L, clv_mat *head) {
+    clv_mat *w[7];
+    size_t b = 0;
+    for (int i = 0, n = unit_mats(L, head, w); i < n; i++) b += align256(mat_bytes(w[i]));
+    return b;
+}
+
+/* Queue the copy of a unit's host matrices (src) into `slot`; dst gets the
+ * same matrices pointing into the slot. */
+static void stage_unit(clv_model *m, int slot, clv_layer_w *srcL, clv_mat *srch, clv_layer_w *dstL, clv_mat *dsth) {
+    clv_backend *be = m->be[m->stream_dev];
+    clv_mat *src[7], *dst[7];
+    int n = unit_mats(srcL, srch, src);
+    unit_mats(dstL, dsth, dst);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        void *to = (uint8_t *)m->slot_buf[slot] + off;
+        if (src[i]->data) be->ops->stage(be, slot, to, src[i]->data, mat_bytes(src[i]));
+        *dst[i] = *src[i];
+        dst[i]->data = to;
+        off += align256(mat_bytes(src[i]));
+    }
+}
+
+/* The unit's matrices as they sit in its slot (after stage_unit put them there). */
+static void slot_view(clv_model *m, int slot, clv_layer_w *L, clv_mat *head) {
+    clv_mat *w[7];
+    size_t off = 0;
+    for (int i = 0, n = unit_mats(L, head, w); i < n; i++) {
+        w[i]->data = (uint8_t *)m->slot_buf[slot] + off;
+        off += align256(mat_bytes(w[i]));
+    }
+}
+
+static int slot_of(const clv_model *m, int u) { return m->dorder[u] % CLV_STAGE_SLOTS; }
+
+/* Get unit u's weights into its slot on the streaming device (from the host
+ * copy, or from disk through the streamer), and start copying the next
+ * streamed unit into the other slot while this one computes. */
+static int stream_acquire(clv_model *m, int u, clv_layer_w *tmpL, clv_mat *tmph, clv_status *st) {
+    const int nl = m->cfg.n_layers;
+    clv_backend *be = m->be[m->stream_dev];
+    const int slot = slot_of(m, u);
+    clv_layer_w *base = u < nl ? &m->layers[u] : NULL;
+    if (base) *tmpL = *base;
+    else *tmph = m->lm_head;
+    if (m->slot_unit[slot] != u) {
+        const bool from_disk = u < nl ? m->layer_unit[u] >= 0 : m->head_unit >= 0;
+        if (from_disk) {
+            /* the streamer's buffer is host memory it reuses: the copy must
+             * have landed before the unit goes back to it */
+            clv_layer_w hl;
+            const clv_layer_w *hp = NULL;
+            clv_mat hh;
+            int rc = u < nl ? host_layer_acquire(m, u, &hl, &hp, st) : host_head_acquire(m, &hh, st);
+            if (rc) return rc;
+            stage_unit(m, slot, (clv_layer_w *)hp, &hh, base ? tmpL : NULL, tmph);
+            be->ops->stage_wait(be, slot);
+            be->ops->sync(be);
+            if (u < nl) host_layer_done(m, u);
+            else host_head_done(m);
+        } else {
+            stage_unit(m, slot, base, &m->lm_head, base ? tmpL : NULL, tmph);
+        }
+        m->slot_unit[slot] = u;
+    }
+    be->ops->stage_wait(be, slot);
+    slot_view(m, slot, base ? tmpL : NULL, tmph);
+    /* prefetch: the next streamed unit, if it is in host memory and its slot
+     * is not the one this unit computes from */
+    int v = m->dnext[u], vs = slot_of(m, v);
+    bool v_disk = v < nl ? m->layer_unit[v] >= 0 : m->head_unit >= 0;
+    if (v != u && vs != slot && m->slot_unit[vs] != v && !v_disk) {
+        clv_layer_w scratchL;
+        clv_mat scratchh;
+        stage_unit(m, vs, v < nl ? &m->layers[v] : NULL, &m->lm_head, v < nl ? &scratchL : NULL, &scratchh);
+        m->slot_unit[vs] = v;
+    }
+    return be->ops->check(be, st);
+}
+
+static void stream_done(clv_model *m, int u) {
+    clv_backend *be = m->be[m->stream_dev];
+    be->ops->stage_release(be, slot_of(m, u));
+}
+
+int clv_model_layer_acquire(clv_model *m, int l, clv_layer_w *tmp, const clv_layer_w **out, clv_status *st) {
+    if (!m->dstream || !m->dstream[l]) return host_layer_acquire(m, l, tmp, out, st);
+    int rc = stream_acquire(m, l, tmp, NULL, st);
+    *out = tmp;
+    return rc;
+}
+
+void clv_model_layer_done(clv_model *m, int l) {
+    if (m->dstream && m->dstream[l]) stream_done(m, l);
+    else host_layer_done(m, l);
+}
+
+int clv_model_head_acquire(clv_model *m, clv_mat *out, clv_status *st) {
+    if (!m->dstream || !m->dstream[m->cfg.n_layers]) return host_head_acquire(m, out, st);
+    return stream_acquire(m, m->cfg.n_layers, NULL, out, st);
+}
+
+void clv_model_head_done(clv_model *m) {
+    if (m->dstream && m->dstream[m->cfg.n_layers]) stream_done(m, m->cfg.n_layers);
+    else host_head_done(m);
+}
+
+/* A device copy of a matrix that will live there. */
+static int upload_mat(clv_model *m, int d, clv_mat *w, clv_status *st) {
+    if (!w->data) return 0;
+    clv_backend *be = m->be[d];
+    size_t bytes = mat_bytes(w);
+    void **o = realloc(m->dev_owned, sizeof(void *) * (size_t)(m->n_dev_owned + 1));
+    int *ob = realloc(m->dev_owned_be, sizeof(int) * (size_t)(m->n_dev_owned + 1));
+    if (o) m->dev_owned = o;
+    if (ob) m->dev_owned_be = ob;
+    void *p = o && ob ? be->ops->alloc(be, bytes) : NULL;
+    if (!p) {
+        if (be->ops->check(be, st)) return st->code;
+        return clv_fail(st, CLV_ENOMEM, "%s: out of device memory for a %zu-byte weight", be->name, bytes);
+    }
+    m->dev_owned[m->n_dev_owned] = p;
+    m->dev_owned_be[m->n_dev_owned++] = d;
+    be->ops->to_device(be, p, w->data, bytes);
+    w->data = p;
+    return 0;
+}
+
+static const float *dev_vec(const clv_model *m, int d, const float *v) {
+    return v ? m->dev_vec[d] + (v - m->vec_arena) : NULL;
+}
+
+/* Weights of modules computed by a device with its own memory: resident ones
+ * are copied there once; those stored in host RAM or on disk become streamed
+ * units. Norms and biases (small) are resident on every such device. */
+static int place_on_devices(clv_model *m, clv_status *st) {
+    const clv_plan *p = &m->plan;
+    const int nl = m->cfg.n_layers;
+    bool any = false;
+    for (int d = 0; d < p->n_devices; d++) {
+        clv_backend *be = m->be[d];
+        if (!be || be->host_memory) continue;
+        any = true;
+        size_t bytes = sizeof(float) * m->vec_floats;
+        if (!(m->dev_vec[d] = be->ops->alloc(be, bytes ? bytes : 4)))
+            return clv_fail(st, CLV_ENOMEM, "%s: out of device memory for the norms and biases", be->name);
+        be->ops->to_device(be, m->dev_vec[d], m->vec_arena, bytes);
+    }
+    if (!any) return 0;
+    m->dstream = calloc((size_t)nl + 1, sizeof(bool));
+    m->dnext = calloc((size_t)nl + 1, sizeof(int));
+    m->dorder = calloc((size_t)nl + 1, sizeof(int));
+    if (!m->dstream || !m->dnext || !m->dorder) return clv_fail(st, CLV_ENOMEM, "out of memory");
+    m->stream_dev = -1;
+    int rc, n_stream = 0, order[CLV_MAX_LAYERS + 1];
+    size_t slot_bytes = 0;
+    for (int u = 0; u <= nl; u++) {
+        const int sd = u < nl ? p->layer_dev[u] : p->head_dev, e = p->exec[sd];
+        clv_backend *be = m->be[e];
+        if (be->host_memory) continue;
+        if (u < nl ? m->stage_of[u] != m->stage : m->stage != m->pp - 1) continue; /* another stage's */
+        clv_layer_w *L = u < nl ? &m->layers[u] : NULL;
+        if (L) {
+            const float **v[] = {&L->attn_norm, &L->ffn_norm, &L->q_norm, &L->k_norm, &L->q_bias, &L->k_bias,
+                                 &L->v_bias, &L->o_bias, &L->gate_bias, &L->up_bias, &L->down_bias};
+            for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) *v[i] = dev_vec(m, e, *v[i]);
+        } else {
+            m->norm = dev_vec(m, e, m->norm);
+        }
+        if (sd == e) { /* resident on the device */
+            clv_mat *w[7];
+            for (int i = 0, n = unit_mats(L, &m->lm_head, w); i < n; i++) {
+                /* tied: the head is the embedding table, uploaded with it below */
+                if (!L && m->lm_head.data == m->embed.data && m->stage == 0) continue;
+                if ((rc = upload_mat(m, e, w[i], st))) return rc;
+            }
+            continue;
+        }
+        if (m->stream_dev >= 0 && m->stream_dev != e)
+            return clv_fail(st, CLV_EUNSUPPORTED, "weights streamed to two devices (%s and %s)", m->be[m->stream_dev]->name,
+                            be->name);
+        m->stream_dev = e;
+        m->dstream[u] = true;
+        m->dorder[u] = n_stream;
+        order[n_stream++] = u;
+        size_t ub = unit_bytes(L, &m->lm_head);
+        if (ub > slot_bytes) slot_bytes = ub;
+        /* a host-RAM unit is copied once into pinned memory, which the copy
+         * engine reads at full speed while the device computes */
+        const bool from_disk = u < nl ? m->layer_unit[u] >= 0 : m->head_unit >= 0;
+        if (!from_disk && be->ops->alloc_host) {
+            uint8_t *pin = be->ops->alloc_host(be, ub);
+            if (!pin) return clv_fail(st, CLV_ENOMEM, "%s: cannot pin %zu bytes of host memory", be->name, ub);
+            void **o = realloc(m->dev_owned, sizeof(void *) * (size_t)(m->n_dev_owned + 1));
+            int *ob = realloc(m->dev_owned_be, sizeof(int) * (size_t)(m->n_dev_owned + 1));
+            if (o) m->dev_owned = o;
+            if (ob) m->dev_owned_be = ob;
+            if (!o || !ob) return clv_fail(st, CLV_ENOMEM, "out of memory");
+            m->dev_owned[m->n_dev_owned] = pin;
+            m->dev_owned_be[m->n_dev_owned++] = -1 - e; /* pinned host memory of device e */
+            clv_mat *w[7];
+            size_t off = 0;
+            for (int i = 0, n = unit_mats(L, &m->lm_head, w); i < n; i++) {
+                memcpy(pin + off, w[i]->data, mat_bytes(w[i]));
+                w[i]->data = pin + off;
+                off += align256(mat_bytes(w[i]));
+            }
+        }
+    }
+    /* the embedding: resident on its device, else looked up on the host */
+    const int ee = p->exec[p->embed_dev];
+    if (!m->be[ee]->host_memory && m->stage == 0) {
+        if (p->embed_dev == ee) {
+            const bool tied = m->lm_head.data == m->embed.data && p->head_dev == p->embed_dev;
+            if ((rc = upload_mat(m, ee, &m->embed, st))) return rc;
+            if (tied) m->lm_head = m->embed;
+        } else {
+            m->embed_on_host = true;
+        }
+    }
+    for (int k = 0; k < n_stream; k++) m->dnext[order[k]] = order[(k + 1) % n_stream];
+    for (int i = 0; i < CLV_STAGE_SLOTS; i++) m->slot_unit[i] = -1;
+    if (n_stream) {
+        clv_backend *be = m->be[m->stream_dev];
+        m->slot_bytes = slot_bytes;
+        for (int i = 0; i < CLV_STAGE_SLOTS; i++)
+            if (!(m->slot_buf[i] = be->ops->alloc(be, slot_bytes)))
+                return clv_fail(st, CLV_ENOMEM, "%s: out of device memory for two %zu-byte streaming slots", be->name,
+                                slot_bytes);
+        clv_info("%s: %d modules stream from host memory or disk through two %.1f MB slots\n", be->name, n_stream,
+                 slot_bytes / 1e6);
+    }
+    for (int d = 0; d < p->n_devices; d++)
+        if (m->be[d] && (rc = m->be[d]->ops->check(m->be[d], st))) return rc;
+    return 0;
 }
 
 /* ---- tensor parallelism: keep only this rank's slice of every split tensor ---- */
@@ -625,6 +968,36 @@ uint64_t clv_model_tp_bytes(const clv_model *m, const clv_tp_plan *tp) {
     return b;
 }
 
+/* CLV_DEVSIM=cpu:1[,cpu:0]: those CPU devices run behind the device-memory
+ * front (backend.h), to test the device paths without a GPU. */
+static bool devsim_wanted(const char *name) {
+    const char *v = getenv("CLV_DEVSIM");
+    if (!v) return false;
+    size_t n = strlen(name);
+    for (const char *p = v; (p = strstr(p, name)); p += n)
+        if ((p == v || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return true;
+    return false;
+}
+
+/* The GPUs this process may use. A job of several ranks gives each rank one
+ * GPU, local_rank modulo the GPUs there are, which it calls cuda:0 (ranks
+ * share GPUs when there are fewer GPUs than ranks on the host). */
+static int detect_gpus(clv_model *m, clv_status *st) {
+    clv_topology *t = &m->topo;
+    int n = clv_cuda_device_count(t->gpu_why, sizeof t->gpu_why);
+    m->gpu_base = 0;
+    if (n > 0 && m->comm && m->comm->world > 1) {
+        m->gpu_base = m->comm->local_rank % n;
+        n = 1;
+    }
+    t->n_gpus = n < CLV_MAX_DEVICES ? n : CLV_MAX_DEVICES;
+    for (int g = 0; g < t->n_gpus; g++) {
+        uint64_t total;
+        if (clv_cuda_mem_info(m->gpu_base + g, &t->gpu_free[g], &total, st)) return st->code;
+    }
+    return 0;
+}
+
 int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, clv_status *st) {
     *out = NULL;
     clv_model *m = calloc(1, sizeof *m);
@@ -642,12 +1015,14 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
         if (strcmp(opts->dtype, "f32") == 0) m->want_dt = CLV_DT_F32;
         else if (strcmp(opts->dtype, "bf16") == 0) m->want_dt = CLV_DT_BF16;
         else if (strcmp(opts->dtype, "f16") == 0) m->want_dt = CLV_DT_F16;
+        else if (strcmp(opts->dtype, "int8") == 0) m->want_dt = CLV_DT_I8;
         else {
-            rc = clv_fail(st, CLV_EINVAL, "--dtype '%s': expected auto, f32, bf16 or f16", opts->dtype);
+            rc = clv_fail(st, CLV_EINVAL, "--dtype '%s': expected auto, f32, bf16, f16 or int8", opts->dtype);
             goto fail;
         }
     }
     if ((rc = clv_topology_detect(&m->topo, st))) goto fail;
+    if ((rc = detect_gpus(m, st))) goto fail;
     if ((rc = clv_st_open_dir(&m->st, dir, st))) goto fail;
     /* the mesh: pp stages of consecutive layers, each over a tp group of ranks;
      * the tp plan is validated before any weight byte is read */
@@ -698,12 +1073,21 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
             int n = m->topo.group_ncpus[dev->index];
             threads = opts && opts->n_threads > 0 && opts->n_threads < n ? opts->n_threads : n;
         }
+        if (dev->kind == CLV_DEV_CUDA) {
+            if (!(m->be[d] = clv_cuda_backend_new(name, m->gpu_base + dev->index, st))) {
+                rc = st->code ? st->code : CLV_EDEVICE;
+                goto fail;
+            }
+            continue;
+        }
         m->be[d] = clv_cpu_backend_new(name, threads, cpus);
+        if (m->be[d] && devsim_wanted(name)) m->be[d] = clv_devsim_backend_new(m->be[d]);
         if (!m->be[d]) {
             rc = clv_fail(st, CLV_ENOMEM, "cannot start the %s backend", name);
             goto fail;
         }
     }
+    if ((rc = place_on_devices(m, st))) goto fail;
     *out = m;
     return 0;
 fail:
@@ -713,6 +1097,21 @@ fail:
 
 void clv_model_free(clv_model *m) {
     if (!m) return;
+    for (int i = 0; i < m->n_dev_owned; i++) {
+        int d = m->dev_owned_be[i];
+        clv_backend *be = m->be[d >= 0 ? d : -1 - d];
+        if (d >= 0) be->ops->free(be, m->dev_owned[i]);
+        else be->ops->free_host(be, m->dev_owned[i]);
+    }
+    free(m->dev_owned);
+    free(m->dev_owned_be);
+    for (int d = 0; d < CLV_MAX_DEVICES; d++)
+        if (m->be[d] && m->dev_vec[d]) m->be[d]->ops->free(m->be[d], m->dev_vec[d]);
+    for (int i = 0; i < CLV_STAGE_SLOTS; i++)
+        if (m->slot_buf[i]) m->be[m->stream_dev]->ops->free(m->be[m->stream_dev], m->slot_buf[i]);
+    free(m->dstream);
+    free(m->dnext);
+    free(m->dorder);
     for (int d = 0; d < CLV_MAX_DEVICES; d++)
         if (m->be[d]) m->be[d]->ops->destroy(m->be[d]);
     clv_streamer_free(m->streamer);

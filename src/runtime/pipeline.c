@@ -35,6 +35,8 @@ int clv_model_pipeline_stages(const clv_model *m) {
     int n = make_stages(m, sg, CLV_MAX_DEVICES);
     if (n <= 1 || m->streamer || m->comm) return 1;
     for (int i = 0; i < n; i++)
+        if (!m->be[sg[i].dev]->host_memory) return 1; /* stage threads would share one device's queue */
+    for (int i = 0; i < n; i++)
         for (int j = i + 1; j < n; j++)
             if (sg[i].dev == sg[j].dev) return 1; /* one device's pool cannot serve two threads */
     return n;

@@ -36,6 +36,7 @@ struct clv_model {
     const float *norm;
     clv_layer_w *layers;
     float *vec_arena;               /* every 1-D tensor as f32 */
+    size_t vec_floats;
     clv_backend *be[CLV_MAX_DEVICES]; /* per plan device that computes; NULL for disk */
     uint64_t weight_bytes;          /* bytes of every tensor in the checkpoint */
     uint64_t decode_bytes;          /* bytes read per decoded token (matrices + one embedding row) */
@@ -57,17 +58,44 @@ struct clv_model {
     void **owned;                   /* rank-local copies of strided (rowwise) slices */
     int n_owned;
     uint64_t rank_bytes;            /* weight bytes this rank holds */
+    /* devices with their own memory (GPUs) */
+    float *dev_vec[CLV_MAX_DEVICES]; /* vec_arena's copy on each such device */
+    int gpu_base;                   /* this process's cuda:0 is GPU gpu_base of the machine */
+    void **dev_owned;               /* device allocations of resident weights */
+    int *dev_owned_be, n_dev_owned;
+    bool embed_on_host;             /* embedding rows are looked up on the host, then copied */
+    /* modules stored in host RAM or on disk, computed by a device: streamed
+     * through CLV_STAGE_SLOTS device buffers, the next one in flight while the
+     * current one computes. Unit u: layer u, or the head when u == n_layers. */
+    bool *dstream;                  /* [n_layers + 1] */
+    int *dnext, *dorder;            /* [n_layers + 1] next streamed unit; its place in the order */
+    void **dpinned;                 /* [n_layers + 1] pinned host copy (or NULL) */
+    int stream_dev;                 /* plan device that computes them */
+    void *slot_buf[CLV_STAGE_SLOTS];
+    int slot_unit[CLV_STAGE_SLOTS]; /* unit whose weights are (being) copied into the slot; -1 none */
+    size_t slot_bytes;
 };
+
+/* Activations of one memory space, [max_t][...]: host memory (shared by
+ * every host-memory backend) or one device's. */
+typedef struct clv_acts {
+    clv_backend *be;            /* NULL: host memory */
+    float *x, *xb, *xb2, *q, *k, *v, *att, *g, *u;
+    float *logits;              /* [max_t][vocab] (device sets) */
+    float *rope_cos, *rope_sin; /* [ctx][head_dim/2] */
+    float *zero;                /* [hidden] zeros (device sets) */
+} clv_acts;
 
 struct clv_session {
     clv_model *m;
     int ctx;   /* KV cache capacity in tokens */
     int pos;   /* tokens already in the cache */
     int max_t; /* tokens per forward chunk */
-    float **k_cache, **v_cache; /* per layer [ctx][n_kv_heads*head_dim] */
-    float *rope_cos, *rope_sin; /* [ctx][head_dim/2] */
-    /* activations, [max_t][...] */
-    float *x, *xb, *xb2, *q, *k, *v, *att, *g, *u, *last, *gather;
+    float **k_cache, **v_cache; /* per layer [ctx][n_kv_heads*head_dim], on the layer's compute device */
+    clv_acts host;              /* also the staging between devices */
+    clv_acts *dev[CLV_MAX_DEVICES]; /* per plan device with its own memory */
+    clv_acts *x_at;             /* where the current hidden states are */
+    float *gather;              /* host: vocab-split logits of all ranks */
     uint8_t *embed_row;         /* one embedding row, when the table is on disk */
 };
 
@@ -101,6 +129,8 @@ int clv_session_head(clv_session *s, int T, float *logits, clv_status *st);
  * another. */
 int clv_batch_eval(clv_session **sessions, int B, const int32_t *const *ids, const int *n, float **logits,
                    clv_status *st);
+/* The backend that computes what is stored on plan device d. */
+clv_backend *clv_model_exec_be(const clv_model *m, int d);
 /* Stages the pipeline would use (1: no pipelining). */
 int clv_model_pipeline_stages(const clv_model *m);
 

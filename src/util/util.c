@@ -209,6 +209,22 @@ double clv_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+float clv_absmax(const float *w, int n) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(w[i]) > amax) amax = fabsf(w[i]);
+    return amax;
+}
+
+float clv_quantize_i8_row(int8_t *q, const float *w, int n, float amax) {
+    const float scale = amax / 127.0f;
+    for (int i = 0; i < n; i++) {
+        const float v = scale > 0.0f ? rintf(w[i] / scale) : 0.0f;
+        q[i] = (int8_t)(v >= 127.0f ? 127 : v <= -127.0f ? -127 : v == v ? (int)v : 0); /* NaN: 0 */
+    }
+    return scale;
+}
+
 float clv_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h >> 15) << 31;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;

@@ -76,4 +76,16 @@ static inline uint16_t clv_f32_to_bf16(float f) {
 float clv_f16_to_f32(uint16_t h);
 uint16_t clv_f32_to_f16(float f);
 
+/* One row of n weights to int8 with one scale (--dtype int8), symmetric:
+ * scale = amax / 127 and q[i] = w[i] / scale rounded to nearest (ties to
+ * even), clamped to [-127, 127], so |w[i] - q[i] * scale| <= scale / 2 (plus
+ * the f32 rounding of the division). amax is the row's max |w|
+ * (clv_absmax), or the whole row's when w is a part of it: a tensor-parallel
+ * rank's column slice then gets the scale and values a single rank has. A
+ * row of zeros gets scale 0 and q = 0. Returns the scale. Each step is one
+ * f32 operation, so another program can repeat it bit for bit
+ * (tests/ref/ref64.c --int8 does). */
+float clv_absmax(const float *w, int n);
+float clv_quantize_i8_row(int8_t *q, const float *w, int n, float amax);
+
 #endif

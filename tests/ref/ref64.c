@@ -13,7 +13,7 @@
  *
  * Usage:
  *   ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]]
- *         [--dump FILE] [-v]
+ *         [--dump FILE] [--int8] [-v]
  *
  * Exit status: 0 computed (and PASS when --logits is given), 1 FAIL,
  *              2 usage error, unreadable input or unsupported model.
@@ -472,10 +472,38 @@ static double *load_1d(Store *st, const char *name, int64_t d0, int required)
     return load_tensor(st, name, 1, dims, required);
 }
 
+/* --int8: every matrix (the 2-D tensors) replaced by the values cleave's
+ * `--dtype int8` computes with. Per row: scale = max|w| / 127 and q = w / scale
+ * rounded to nearest (ties to even), clamped to [-127, 127], each step one
+ * float32 operation as cleave does it, so q and scale are bit-identical; the
+ * reference then uses q * scale, in double. (The definition is cleave's
+ * documented one; the code is this file's own.) */
+static int g_int8;
+
+static void int8_round_trip(double *W, int64_t rows, int64_t cols)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        double *row = W + r * cols;
+        float amax = 0.0f;
+        for (int64_t c = 0; c < cols; c++)
+            if (fabsf((float)row[c]) > amax)
+                amax = fabsf((float)row[c]);
+        const float scale = amax / 127.0f;
+        for (int64_t c = 0; c < cols; c++) {
+            float q = scale > 0.0f ? rintf((float)row[c] / scale) : 0.0f;
+            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+            row[c] = (double)q * (double)scale;
+        }
+    }
+}
+
 static double *load_2d(Store *st, const char *name, int64_t d0, int64_t d1, int required)
 {
     int64_t dims[2] = {d0, d1};
-    return load_tensor(st, name, 2, dims, required);
+    double *W = load_tensor(st, name, 2, dims, required);
+    if (W && g_int8)
+        int8_round_trip(W, d0, d1);
+    return W;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1093,11 +1121,13 @@ static double *forward(Model *m, Store *st, const long *ids, long n)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]] [--dump FILE] [-v]\n"
+            "usage: ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]] [--dump FILE] [--int8] [-v]\n"
             "  Double-precision reference forward pass (Llama/Mistral/Qwen2/Qwen3/Phi3).\n"
             "  --logits FILE  float32 LE logits [n_ids, vocab] to compare against\n"
             "                 (pass iff |got-ref| <= atol + rtol*|ref| everywhere; defaults 1e-3, 1e-3)\n"
             "  --dump FILE    write this program's logits in the same float32 format\n"
+            "  --int8         use every matrix as cleave --dtype int8 does: per row, q = round(w / scale)\n"
+            "                 with scale = max|w| / 127 (float32 steps), then w = q * scale\n"
             "  -v             also print the RoPE inverse frequencies and attention factor\n"
             "  exit: 0 ok/PASS, 1 FAIL, 2 error or unsupported model\n");
     exit(2);
@@ -1280,6 +1310,8 @@ int main(int argc, char **argv)
             rtol = parse_double(argv[++i], "--rtol");
         else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
             verbose = 1;
+        else if (strcmp(a, "--int8") == 0)
+            g_int8 = 1;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
             usage();
         else {

@@ -6,7 +6,9 @@
  * rounding errors grow with):
  *   f32 paths:     1e-6 + K * 1.2e-7  (f32 accumulation, worst case ~K eps)
  *   amx (bf16):    that + 2e-5        (activations split into bf16 hi + lo:
- *                                       2^-17 relative per product, ~1e-5) */
+ *                                       2^-17 relative per product, ~1e-5)
+ * int8 weights (one scale per row) are checked against q * scale in float64
+ * with the same tolerances: the kernels are exact up to f32 rounding. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +36,21 @@ static double worst_mm;
 /* mis: bytes the weights start past a 64-byte boundary (checkpoint tensors
  * sit at any 8-byte offset; the decode kernels peel a head to align) */
 static void test_matmul_one(clv_backend *b, const char *lvl, clv_dtype dt, int T, int K, int N, bool bias, int mis) {
-    const size_t es = dt == CLV_DT_F32 ? 4 : 2;
+    const size_t es = clv_dtype_size(dt);
     char *wbuf = clv_alloc(es * (size_t)N * K + 64);
     void *w = wbuf + mis;
     double *wd = malloc(sizeof(double) * (size_t)N * K);
     float *x = clv_alloc(sizeof(float) * (size_t)T * K), *y = clv_alloc(sizeof(float) * (size_t)T * N);
-    float *bv = clv_alloc(sizeof(float) * (size_t)N);
+    float *bv = clv_alloc(sizeof(float) * (size_t)N), *scale = clv_alloc(sizeof(float) * (size_t)N);
+    for (int n = 0; n < N; n++) scale[n] = n % 7 == 3 ? 0.0f : (float)(0.004 * (1.5 + urand())); /* some zero rows */
     for (size_t i = 0; i < (size_t)N * K; i++) {
         float v = (float)(urand() * 0.5);
         if (dt == CLV_DT_F32) ((float *)w)[i] = v, wd[i] = v;
+        else if (dt == CLV_DT_I8) {
+            int q = (int)(urand() * 128); /* -127 .. 127 */
+            ((int8_t *)w)[i] = (int8_t)(scale[i / K] ? q : 0);
+            wd[i] = ((int8_t *)w)[i] * (double)scale[i / K];
+        }
         else if (dt == CLV_DT_BF16) ((uint16_t *)w)[i] = clv_f32_to_bf16(v), wd[i] = clv_bf16_to_f32(((uint16_t *)w)[i]);
         else ((uint16_t *)w)[i] = clv_f32_to_f16(v), wd[i] = clv_f16_to_f32(((uint16_t *)w)[i]);
     }
@@ -50,9 +58,9 @@ static void test_matmul_one(clv_backend *b, const char *lvl, clv_dtype dt, int T
     for (size_t i = 0; i < (size_t)T * K; i++) x[i] = (float)(urand() * pow(2.0, (int)(urand() * 6)));
     for (int n = 0; n < N; n++) bv[n] = (float)urand();
     for (size_t i = 0; i < (size_t)T * N; i++) y[i] = NAN; /* every output must be written */
-    clv_mat m = {w, dt, N, K};
+    clv_mat m = {w, dt, N, K, dt == CLV_DT_I8 ? scale : NULL};
     b->ops->matmul(b, y, x, &m, bias ? bv : NULL, T);
-    const bool amx = strcmp(lvl, "amx") == 0 && dt == CLV_DT_BF16;
+    const bool amx = strcmp(lvl, "amx") == 0 && (dt == CLV_DT_BF16 || dt == CLV_DT_I8);
     const double tol = 1e-6 + K * 1.2e-7 + (amx ? 2e-5 : 0);
     double worst = 0;
     int bad_t = -1, bad_n = -1;
@@ -78,24 +86,25 @@ static void test_matmul_one(clv_backend *b, const char *lvl, clv_dtype dt, int T
     clv_free(x);
     clv_free(y);
     clv_free(bv);
+    clv_free(scale);
 }
 
 static void test_matmul(clv_backend *b, const char *lvl) {
     static const int Ts[] = {1, 2, 5, 8, 13, 16, 17, 33, 47};
     static const int Ks[] = {1, 7, 31, 33, 100, 257};
     static const int Ns[] = {1, 16, 17, 33, 70};
-    static const clv_dtype dts[] = {CLV_DT_F32, CLV_DT_BF16, CLV_DT_F16};
+    static const clv_dtype dts[] = {CLV_DT_F32, CLV_DT_BF16, CLV_DT_F16, CLV_DT_I8};
     worst_mm = 0;
-    for (int d = 0; d < 3; d++)
+    for (int d = 0; d < 4; d++)
         for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++)
             for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++)
                 for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++)
                     test_matmul_one(b, lvl, dts[d], Ts[ti], Ks[ki], Ns[ni], (ti + ki + ni) % 3 == 0, 0);
     /* decode on misaligned rows that all share one alignment (K * size % 64 == 0) */
     static const int mis[] = {2, 8, 56, 62};
-    for (int d = 0; d < 3; d++)
+    for (int d = 0; d < 4; d++)
         for (size_t m = 0; m < sizeof mis / sizeof mis[0]; m++)
-            if (mis[m] % (dts[d] == CLV_DT_F32 ? 4 : 2) == 0) {
+            if (mis[m] % clv_dtype_size(dts[d]) == 0) {
                 test_matmul_one(b, lvl, dts[d], 1, 64, 37, false, mis[m]);
                 test_matmul_one(b, lvl, dts[d], 1, 96, 19, true, mis[m]);
                 test_matmul_one(b, lvl, dts[d], 1, 100, 9, false, mis[m]); /* rows differ: no head */
@@ -106,6 +115,9 @@ static void test_matmul(clv_backend *b, const char *lvl) {
     test_matmul_one(b, lvl, CLV_DT_BF16, 100, 1100, 200, true, 8);
     test_matmul_one(b, lvl, CLV_DT_F16, 40, 520, 96, false, 0);
     test_matmul_one(b, lvl, CLV_DT_F32, 1, 1000, 77, false, 0);
+    test_matmul_one(b, lvl, CLV_DT_I8, 1, 2048, 300, false, 40);
+    test_matmul_one(b, lvl, CLV_DT_I8, 1, 576, 35, true, 7); /* K * 1 % 64 != 0: rows of every alignment */
+    test_matmul_one(b, lvl, CLV_DT_I8, 100, 1100, 200, true, 8);
     printf("  %-6s matmul: worst rel err %.2e\n", lvl, worst_mm);
 }
 
@@ -203,6 +215,21 @@ static void test_elementwise(clv_backend *b, const char *lvl) {
         clv_free(x);
         clv_free(y);
         clv_free(w);
+    }
+    /* embedding rows of an int8 table: q * the row's scale */
+    {
+        enum { V = 9, D = 37 };
+        int8_t tab[V * D];
+        float sc[V], y[3 * D];
+        for (int i = 0; i < V * D; i++) tab[i] = (int8_t)(urand() * 128);
+        for (int r = 0; r < V; r++) sc[r] = (float)(0.01 * (r + 1));
+        const int32_t ids[3] = {8, 0, 5};
+        clv_mat m = {tab, CLV_DT_I8, V, D, sc};
+        b->ops->embed(b, y, &m, ids, 3);
+        int bad = 0;
+        for (int t = 0; t < 3; t++)
+            for (int i = 0; i < D; i++) bad += y[t * D + i] != (float)tab[ids[t] * D + i] * sc[ids[t]];
+        CHECK(bad == 0, "%s embed int8: %d values differ from q * scale", lvl, bad);
     }
 }
 

@@ -114,7 +114,7 @@ static void split(int n, int ith, int nth, int align, int *a, int *b) {
 
 /* ---- matmul ----------------------------------------------------------------
  * T == 1 (decode): rows split into one contiguous range per thread; each
- * thread's kernel keeps several rows in flight. bf16 with T >= AMX_MIN_T on
+ * thread's kernel keeps several rows in flight. bf16 or int8 with T >= AMX_MIN_T on
  * the amx level: two phases in one job (pack the activations, barrier,
  * multiply on tiles). Otherwise the level's packed gemm from gemm_min_t
  * tokens on, and the register-blocked mm_* kernels below that. */
@@ -140,11 +140,18 @@ static void mm_small(const clv_cpu_kernels *k, float *y, int N, const float *x, 
     case CLV_DT_F32: k->mm_f32(y, N, x, w->data, T, K, n0, n1); break;
     case CLV_DT_BF16: k->mm_bf16(y, N, x, w->data, T, K, n0, n1); break;
     case CLV_DT_F16: k->mm_f16(y, N, x, w->data, T, K, n0, n1); break;
+    case CLV_DT_I8: k->mm_i8(y, N, x, w->data, T, K, n0, n1); break;
     default: CLV_ASSERT(!"matmul: unsupported weight dtype");
     }
 }
 
-static void add_bias(float *y, int N, const float *bias, int T, int n0, int n1) {
+/* Columns n0..n1 once computed: int8 rows' scales, which the decode and
+ * small-T kernels leave out (one multiply per output here, against K weights
+ * read for it; the prefill GEMMs apply them as they store), then the bias. */
+static void finish_cols(float *y, int N, const float *scale, const float *bias, int T, int n0, int n1) {
+    if (scale)
+        for (int t = 0; t < T; t++)
+            for (int n = n0; n < n1; n++) y[(size_t)t * N + n] *= scale[n];
     if (bias)
         for (int t = 0; t < T; t++)
             for (int n = n0; n < n1; n++) y[(size_t)t * N + n] += bias[n];
@@ -158,12 +165,13 @@ static void mm_task(void *ctx, int ith, int nth) {
     mm_job *j = ctx;
     const clv_cpu_kernels *k = j->im->k;
     const int K = j->w->cols, N = j->w->rows, T = j->T;
+    const float *scale = j->w->dt == CLV_DT_I8 ? j->w->scale : NULL;
     if (j->path == MM_SMALL) {
         int n0, n1;
         split(N, ith, nth, 16, &n0, &n1);
         if (n0 >= n1) return;
         mm_small(k, j->y, N, j->x, j->w, T, n0, n1);
-        add_bias(j->y, N, j->bias, T, n0, n1);
+        finish_cols(j->y, N, scale, j->bias, T, n0, n1);
         return;
     }
     if (j->path == MM_AMX) {
@@ -176,9 +184,9 @@ static void mm_task(void *ctx, int ith, int nth) {
     for (int u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->units;) {
         const int n0 = u * j->unit, n1 = n0 + j->unit < N ? n0 + j->unit : N;
         if (!work) mm_small(k, j->y, N, j->x, j->w, T, n0, n1); /* no work buffer could be had */
-        else if (j->path == MM_AMX) clv_amx_gemm(j->y, N, j->im->a_pack.p, j->w->data, T, K, n0, n1, work);
-        else k->gemm(j->y, N, j->x, j->w->data, j->w->dt, T, K, n0, n1, work);
-        add_bias(j->y, N, j->bias, T, n0, n1);
+        else if (j->path == MM_AMX) clv_amx_gemm(j->y, N, j->im->a_pack.p, j->w->data, j->w->dt, scale, T, K, n0, n1, work);
+        else k->gemm(j->y, N, j->x, j->w->data, j->w->dt, scale, T, K, n0, n1, work);
+        finish_cols(j->y, N, work ? NULL : scale, j->bias, T, n0, n1);
     }
 }
 
@@ -186,7 +194,8 @@ static void cpu_matmul(clv_backend *b, float *y, const float *x, const clv_mat *
     cpu_impl *im = impl_of(b);
     const clv_cpu_kernels *k = im->k;
     mm_job j = {.im = im, .y = y, .x = x, .w = w, .bias = bias, .T = T, .path = MM_SMALL};
-    if (k->amx && w->dt == CLV_DT_BF16 && T >= AMX_MIN_T && scratch_get(&im->a_pack, clv_amx_a_bytes(T, w->cols)))
+    if (k->amx && (w->dt == CLV_DT_BF16 || w->dt == CLV_DT_I8) && T >= AMX_MIN_T &&
+        scratch_get(&im->a_pack, clv_amx_a_bytes(T, w->cols)))
         j.path = MM_AMX;
     else if (k->gemm && T >= k->gemm_min_t)
         j.path = MM_GEMM;
@@ -360,6 +369,9 @@ static void cpu_embed(clv_backend *b, float *y, const clv_mat *tab, const int32_
         case CLV_DT_F16:
             for (int i = 0; i < D; i++) yr[i] = clv_f16_to_f32(((const uint16_t *)tab->data)[off + i]);
             break;
+        case CLV_DT_I8:
+            for (int i = 0; i < D; i++) yr[i] = (float)((const int8_t *)tab->data)[off + i] * tab->scale[ids[t]];
+            break;
         default: CLV_ASSERT(!"embed: unsupported dtype");
         }
     }
@@ -388,6 +400,14 @@ static void cpu_destroy(clv_backend *b) {
     free(b);
 }
 
+/* host memory: copies are memcpy, nothing is queued, nothing fails late */
+static void cpu_sync(clv_backend *b) { (void)b; }
+static int cpu_check(clv_backend *b, clv_status *st) {
+    (void)b;
+    (void)st;
+    return 0;
+}
+
 static const clv_backend_ops k_cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -400,6 +420,10 @@ static const clv_backend_ops k_cpu_ops = {
     .add = cpu_add,
     .embed = cpu_embed,
     .copy = cpu_copy,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .sync = cpu_sync,
+    .check = cpu_check,
     .destroy = cpu_destroy,
 };
 
@@ -429,6 +453,7 @@ clv_backend *clv_cpu_backend_new_with(const char *name, int n_threads, const int
     im->pool = clv_pool_new(n_threads, cpus);
     if (!im->pool) goto fail;
     b->ops = &k_cpu_ops;
+    b->host_memory = true;
     b->impl = im;
     snprintf(b->name, sizeof b->name, "%s", name);
     return b;

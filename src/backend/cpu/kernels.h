@@ -44,10 +44,16 @@ typedef struct clv_cpu_kernels {
     void (*mm_f32)(float *y, int ldy, const float *x, const float *w, int T, int K, int n0, int n1);
     void (*mm_bf16)(float *y, int ldy, const float *x, const uint16_t *w, int T, int K, int n0, int n1);
     void (*mm_f16)(float *y, int ldy, const float *x, const uint16_t *w, int T, int K, int n0, int n1);
+    /* int8 weights (--dtype int8), widened to f32 in registers: the sums of
+     * x[t][k] * q[n][k], unscaled; the caller multiplies output column n by
+     * the row's scale (a pass over T x N outputs, next to K x N weights). */
+    void (*mm_i8)(float *y, int ldy, const float *x, const int8_t *w, int T, int K, int n0, int n1);
     /* Prefill GEMM for larger T (NULL: use mm_*): same contract, plus a
-     * per-thread work buffer of gemm_work_bytes(K) bytes for packed weights. */
-    void (*gemm)(float *y, int ldy, const float *x, const void *w, clv_dtype dt, int T, int K, int n0, int n1,
-                 void *work);
+     * per-thread work buffer of gemm_work_bytes(K) bytes for packed weights.
+     * scale (int8 only, else NULL): y[t][n] is multiplied by scale[n] as the
+     * last k block is stored, while those outputs are still in cache. */
+    void (*gemm)(float *y, int ldy, const float *x, const void *w, clv_dtype dt, const float *scale, int T, int K,
+                 int n0, int n1, void *work);
     size_t (*gemm_work_bytes)(int K);
     int gemm_min_t; /* use gemm from this many tokens on */
     /* attention over one tile (see clv_attn_tile) */
@@ -56,7 +62,7 @@ typedef struct clv_cpu_kernels {
     void (*silu_mul)(float *g, const float *u, size_t n);
     /* y[r] = x[r] / rms(x[r]) * w for rows r0 <= r < r1 of dim floats (sum of squares in double) */
     void (*rmsnorm)(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps);
-    bool amx; /* bf16 prefill on AMX tiles: clv_amx_* below */
+    bool amx; /* bf16 and int8 prefill on AMX tiles: clv_amx_* below */
 } clv_cpu_kernels;
 
 const clv_cpu_kernels *clv_cpu_kernels_get(void);
@@ -73,7 +79,8 @@ void clv_silu_mul_scalar(float *g, const float *u, size_t n);
 void clv_rmsnorm_scalar(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps);
 
 /* ---- AMX-BF16 (kernels_amx.c) ----------------------------------------------------
- * C[T][N] = A[T][K] . W^T with A in f32 and W in bf16. A is split into a bf16
+ * C[T][N] = A[T][K] . W^T with A in f32 and W in bf16, or in int8 times
+ * scale[n] (every int8 value is exact in bf16). A is split into a bf16
  * high part and a bf16 residual (x = hi + lo + O(2^-17 |x|)), both multiplied
  * on the tiles with f32 accumulation, so the result keeps ~1e-5 relative
  * accuracy instead of bf16's 4e-3. Two phases:
@@ -86,6 +93,7 @@ bool clv_amx_available(void); /* CPU has AMX-BF16 and the OS granted the tile st
 size_t clv_amx_a_bytes(int T, int K);
 size_t clv_amx_work_bytes(int K);
 void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int mb1); /* 16-row blocks mb0..mb1-1 */
-void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const uint16_t *w, int T, int K, int n0, int n1, void *work);
+void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T, int K,
+                  int n0, int n1, void *work); /* dt: CLV_DT_BF16, or CLV_DT_I8 with its row scales */
 
 #endif

@@ -1,4 +1,7 @@
 /* bf16 prefill on AMX tiles: C[T][N] = A[T][K] . W^T, W in bf16, A in f32.
+ * int8 weights (--dtype int8) take the same path: |q| <= 127 is exact in
+ * bf16, so they are widened while repacked and the products stay exact; the
+ * row scales multiply C as the last k block stores it.
  *
  * Accuracy: bf16 keeps 8 significant bits, so rounding the activations to
  * bf16 would cost ~4e-3 relative error per product. Instead each activation
@@ -123,24 +126,38 @@ TGT void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int
 #define GP 8
 #define KCS 32
 
+/* 32 weights of a row as bf16 (elements past the mask are zero) */
+INL __m512i ld32_bf16(const void *w, size_t off, __mmask32 km) {
+    return _mm512_maskz_loadu_epi16(km, (const uint16_t *)w + off);
+}
+INL __m512i ld32_i8(const void *w, size_t off, __mmask32 km) {
+    const int8_t *p = (const int8_t *)w + off;
+    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)km, p)));
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)(km >> 16), p + 16)));
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* exact: |q| <= 127 */
+}
+
 /* Weight rows n .. n+nc-1 (nc <= NP), k steps ks0 .. ks0+kcs-1, into the
  * VNNI tile order: [k step][3 column tiles][16 k pairs][16 columns][2]. */
-TGT static void repack_b(uint16_t *bp, const uint16_t *w, int K, int n, int nc, int ks0, int kcs) {
-    for (int ks = ks0; ks < ks0 + kcs; ks++) {
-        const int k = ks * 32;
-        const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);
-        for (int jt = 0; jt < 3; jt++) {
-            __m512i r[16];
-            for (int j = 0; j < 16; j++) {
-                const int col = jt * 16 + j;
-                r[j] = col < nc ? _mm512_maskz_loadu_epi16(km, w + (size_t)(n + col) * K + k) : _mm512_setzero_si512();
-            }
-            clv_transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */
-            uint16_t *dst = bp + ((size_t)(ks - ks0) * 3 + jt) * 512;
-            for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]);
-        }
+#define DEFINE_REPACK(NAME, LD32)                                                                   \
+    TGT static void NAME(uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs) {      \
+        for (int ks = ks0; ks < ks0 + kcs; ks++) {                                                  \
+            const int k = ks * 32;                                                                  \
+            const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);    \
+            for (int jt = 0; jt < 3; jt++) {                                                        \
+                __m512i r[16];                                                                      \
+                for (int j = 0; j < 16; j++) {                                                      \
+                    const int col = jt * 16 + j;                                                    \
+                    r[j] = col < nc ? LD32(w, (size_t)(n + col) * K + k, km) : _mm512_setzero_si512(); \
+                }                                                                                   \
+                clv_transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */               \
+                uint16_t *dst = bp + ((size_t)(ks - ks0) * 3 + jt) * 512;                           \
+                for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]); \
+            }                                                                                       \
+        }                                                                                           \
     }
-}
+DEFINE_REPACK(repack_bf16, ld32_bf16)
+DEFINE_REPACK(repack_i8, ld32_i8)
 
 /* C tiles 0..2 (16 tokens x 48 columns) = A . B over kcs k steps.
  * Why 1 x 3 and not the usual 2 x 2: with hi and lo the 2 x 2 shape needs 6
@@ -184,8 +201,8 @@ size_t clv_amx_work_bytes(int K) {
     return (size_t)GP * KCS * 3 * 1024 + 16 * NP * sizeof(float);
 }
 
-TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const uint16_t *w, int T, int K, int n0, int n1,
-                      void *work) {
+TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T, int K,
+                      int n0, int n1, void *work) {
     const int ks_n = ksteps_of(K), mb_n = (T + 15) / 16;
     uint16_t *bp = work;
     float *ct = (float *)(bp + (size_t)GP * KCS * 1536); /* [16][48] C staging */
@@ -194,9 +211,11 @@ TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const uint16_t *w, 
         const int g1 = g0 + NP * GP < n1 ? g0 + NP * GP : n1, np = (g1 - g0 + NP - 1) / NP;
         for (int ks0 = 0; ks0 < ks_n; ks0 += KCS) {
             const int kcs = ks_n - ks0 < KCS ? ks_n - ks0 : KCS;
+            const bool last = ks0 + kcs == ks_n; /* int8 rows' scales go on with the last k block */
             for (int p = 0; p < np; p++) {
                 const int n = g0 + p * NP;
-                repack_b(bp + (size_t)p * KCS * 1536, w, K, n, g1 - n < NP ? g1 - n : NP, ks0, kcs);
+                (dt == CLV_DT_I8 ? repack_i8 : repack_bf16)(bp + (size_t)p * KCS * 1536, w, K, n,
+                                                            g1 - n < NP ? g1 - n : NP, ks0, kcs);
             }
             for (int mb = 0; mb < mb_n; mb++) {
                 const uint16_t *a = ap + ((size_t)mb * ks_n + ks0) * 1024;
@@ -209,6 +228,16 @@ TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const uint16_t *w, 
                         TILE_STORE(0, y0, (long)ldy * 4);
                         TILE_STORE(1, y0 + 16, (long)ldy * 4);
                         TILE_STORE(2, y0 + 32, (long)ldy * 4);
+                        if (scale && last) {
+                            const __m512 s0 = _mm512_loadu_ps(scale + n), s1 = _mm512_loadu_ps(scale + n + 16),
+                                         s2 = _mm512_loadu_ps(scale + n + 32);
+                            for (int i = 0; i < 16; i++) {
+                                float *yr = y0 + (size_t)i * ldy;
+                                _mm512_storeu_ps(yr, _mm512_mul_ps(_mm512_loadu_ps(yr), s0));
+                                _mm512_storeu_ps(yr + 16, _mm512_mul_ps(_mm512_loadu_ps(yr + 16), s1));
+                                _mm512_storeu_ps(yr + 32, _mm512_mul_ps(_mm512_loadu_ps(yr + 32), s2));
+                            }
+                        }
                         continue;
                     }
                     block_1x3(a, bp + (size_t)p * KCS * 1536, kcs, NULL, 0);
@@ -216,6 +245,10 @@ TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const uint16_t *w, 
                     TILE_STORE(1, ct + 16, NP * 4);
                     TILE_STORE(2, ct + 32, NP * 4);
                     const __mmask16 m0 = mask16(nc), m1 = mask16(nc - 16), m2 = mask16(nc - 32);
+                    const bool scaled = scale && last;
+                    const __m512 s0 = scaled ? _mm512_maskz_loadu_ps(m0, scale + n) : _mm512_setzero_ps(),
+                                 s1 = scaled ? _mm512_maskz_loadu_ps(m1, scale + n + 16) : _mm512_setzero_ps(),
+                                 s2 = scaled ? _mm512_maskz_loadu_ps(m2, scale + n + 32) : _mm512_setzero_ps();
                     for (int i = 0; i < rows; i++) {
                         float *yr = y + (size_t)(mb * 16 + i) * ldy + n;
                         const float *c = ct + i * NP;
@@ -225,6 +258,7 @@ TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const uint16_t *w, 
                             c1 = _mm512_add_ps(c1, _mm512_maskz_loadu_ps(m1, yr + 16));
                             c2 = _mm512_add_ps(c2, _mm512_maskz_loadu_ps(m2, yr + 32));
                         }
+                        if (scaled) c0 = _mm512_mul_ps(c0, s0), c1 = _mm512_mul_ps(c1, s1), c2 = _mm512_mul_ps(c2, s2);
                         _mm512_mask_storeu_ps(yr, m0, c0);
                         _mm512_mask_storeu_ps(yr + 16, m1, c1);
                         _mm512_mask_storeu_ps(yr + 32, m2, c2);

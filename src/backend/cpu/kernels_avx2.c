@@ -1,6 +1,6 @@
 /* AVX2 + FMA + F16C kernels: the path for x86 CPUs without AVX-512. Weights
- * are widened to f32 in registers; 4 rows (decode) or 2 rows x 3 tokens
- * (prefill) per step. Tails fall back to scalar code. */
+ * are widened to f32 in registers (int8: vpmovsxbd + vcvtdq2ps); 4 rows
+ * (decode) per step. Tails fall back to scalar code. */
 #include <immintrin.h>
 
 #include "kernels.h"
@@ -14,7 +14,11 @@ TGT static inline __m256 ld_bf16(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 TGT static inline __m256 ld_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+TGT static inline __m256 ld_i8(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
 static inline float cv_f32(float v) { return v; }
+static inline float cv_i8(int8_t v) { return (float)v; }
 
 TGT static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -59,12 +63,14 @@ TGT static inline float hsum(__m256 v) {
 DEFINE_MM(mm_f32, float, ld_f32, cv_f32)
 DEFINE_MM(mm_bf16, uint16_t, ld_bf16, clv_bf16_to_f32)
 DEFINE_MM(mm_f16, uint16_t, ld_f16, clv_f16_to_f32)
+DEFINE_MM(mm_i8, int8_t, ld_i8, cv_i8) /* unscaled: cpu.c applies the row scales */
 
 const clv_cpu_kernels clv_kernels_avx2 = {
     .isa = "avx2",
     .mm_f32 = mm_f32,
     .mm_bf16 = mm_bf16,
     .mm_f16 = mm_f16,
+    .mm_i8 = mm_i8,
     .attn_tile = clv_attn_tile_scalar,
     .silu_mul = clv_silu_mul_scalar,
     .rmsnorm = clv_rmsnorm_scalar,

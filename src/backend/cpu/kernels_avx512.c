@@ -1,5 +1,6 @@
 /* AVX-512 kernels. Weights are widened to f32 in registers (bf16: shift into
- * the high half; f16: vcvtph2ps), so activations keep full f32 precision.
+ * the high half; f16: vcvtph2ps; int8: vpmovsxbd + vcvtdq2ps, unscaled, the
+ * row scales applied by cpu.c), so activations keep full f32 precision.
  *
  * Decode (T == 1, gemv_*): each thread cuts its rows into GEMV_ROWS
  * contiguous parts and walks one row of each at a time, a whole 64-byte line
@@ -53,6 +54,8 @@ INL __m512 ldm_bf16(const uint16_t *p, __mmask16 m) {
 }
 INL __m512 ld_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 INL __m512 ldm_f16(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+INL __m512 ld_i8(const int8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+INL __m512 ldm_i8(const int8_t *p, __mmask16 m) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p))); }
 static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
 /* exp(x) for f32 lanes: x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor on r
@@ -96,7 +99,15 @@ INL __m512 exp512(__m512 x) {
         lo = _mm512_castsi512_ps(_mm512_slli_epi32(v_, 16));                                        \
         hi = _mm512_castsi512_ps(_mm512_and_si512(v_, _mm512_set1_epi32((int)0xffff0000u)));        \
     } while (0)
-/* x for those 32 elements: in order (f32, f16) or even/odd (bf16) */
+/* int8: 32 bytes, half a line, as two 16-byte loads that vpmovsxbd takes
+ * straight from memory (one 32-byte load would cost an extract shuffle on
+ * the port the sign extensions need: this loop is compute-bound in cache) */
+#define W32_I8(p, m32, lo, hi)                                                                      \
+    do {                                                                                            \
+        lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)(m32), (p)))); \
+        hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)((m32) >> 16), (p) + 16))); \
+    } while (0)
+/* x for those 32 elements: in order (f32, f16, int8) or even/odd (bf16) */
 #define X32_PLAIN(x0, x1, a, b) (a = (x0), b = (x1))
 #define X32_EVENODD(x0, x1, a, b)                                                                   \
     (a = _mm512_permutex2var_ps((x0), _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0), (x1)), \
@@ -153,28 +164,35 @@ INL __m512 exp512(__m512 x) {
         _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) y[n + i * rs] = _mm512_reduce_add_ps(_mm512_add_ps(a[i], b[i])); \
     }
 
-/* Elements before the first 64-byte boundary of row n0, when every row has
- * the same alignment (K * element size a multiple of 64), else 0. */
+/* Elements before the first boundary of row n0 that a step's loads (32
+ * elements: one 64-byte line, or half of one for int8) may start at without
+ * splitting a line, when every row has the same alignment, else 0. */
 static inline int gemv_head(const void *w, size_t es, int K, int n0) {
-    if (((size_t)K * es) % 64) return 0;
-    size_t mis = (uintptr_t)((const char *)w + (size_t)n0 * K * es) % 64;
+    const size_t al = 32 * es < 64 ? 32 * es : 64;
+    if (((size_t)K * es) % al) return 0;
+    size_t mis = (uintptr_t)((const char *)w + (size_t)n0 * K * es) % al;
     if (mis == 0 || mis % es) return 0;
-    int head = (int)((64 - mis) / es);
+    int head = (int)((al - mis) / es);
     return head < K ? head : 0;
 }
 
-#define DEFINE_GEMV(NAME, WT, W32, X32)                                                             \
-    DEFINE_GEMV_ROWS(NAME##_r, WT, W32, X32, GEMV_ROWS)                                             \
+#define DEFINE_GEMV(NAME, WT, W32, X32, R)                                                          \
+    DEFINE_GEMV_ROWS(NAME##_r, WT, W32, X32, R)                                                     \
     DEFINE_GEMV_ROWS(NAME##_1, WT, W32, X32, 1)                                                     \
     TGT static void NAME(float *y, const float *x, const WT *w, int K, int n0, int n1) {            \
-        const int head = gemv_head(w, sizeof(WT), K, n0), L = (n1 - n0) / GEMV_ROWS;                \
+        const int head = gemv_head(w, sizeof(WT), K, n0), L = (n1 - n0) / (R);                      \
         for (int s = 0; s < L; s++) NAME##_r(y, x, w, K, n0 + s, L, head);                          \
-        for (int n = n0 + GEMV_ROWS * L; n < n1; n++) NAME##_1(y, x, w, K, n, 1, head);             \
+        for (int n = n0 + (R) * L; n < n1; n++) NAME##_1(y, x, w, K, n, 1, head);                   \
     }
 
-DEFINE_GEMV(gemv_f32, float, W32_F32, X32_PLAIN)
-DEFINE_GEMV(gemv_bf16, uint16_t, W32_BF16, X32_EVENODD)
-DEFINE_GEMV(gemv_f16, uint16_t, W32_F16, X32_PLAIN)
+/* int8 rows in flight: 4, 6 and 8 measured the same (bench/README.md, "int8") */
+#ifndef GEMV_ROWS_I8
+#define GEMV_ROWS_I8 GEMV_ROWS
+#endif
+DEFINE_GEMV(gemv_f32, float, W32_F32, X32_PLAIN, GEMV_ROWS)
+DEFINE_GEMV(gemv_bf16, uint16_t, W32_BF16, X32_EVENODD, GEMV_ROWS)
+DEFINE_GEMV(gemv_f16, uint16_t, W32_F16, X32_PLAIN, GEMV_ROWS)
+DEFINE_GEMV(gemv_i8, int8_t, W32_I8, X32_PLAIN, GEMV_ROWS_I8)
 
 /* ---- small T: 4 rows x 4 tokens --------------------------------------------------- */
 
@@ -230,6 +248,7 @@ DEFINE_GEMV(gemv_f16, uint16_t, W32_F16, X32_PLAIN)
 DEFINE_MM(mm_f32, float, ld_f32, ldm_f32, gemv_f32)
 DEFINE_MM(mm_bf16, uint16_t, ld_bf16, ldm_bf16, gemv_bf16)
 DEFINE_MM(mm_f16, uint16_t, ld_f16, ldm_f16, gemv_f16)
+DEFINE_MM(mm_i8, int8_t, ld_i8, ldm_i8, gemv_i8)
 
 /* ---- larger T: packed panels + 12x32 microkernel ------------------------------------ */
 
@@ -263,11 +282,13 @@ static size_t gemm_work_bytes(int K) {
 DEFINE_PACK(pack_f32, float, ldm_f32)
 DEFINE_PACK(pack_bf16, uint16_t, ldm_bf16)
 DEFINE_PACK(pack_f16, uint16_t, ldm_f16)
+DEFINE_PACK(pack_i8, int8_t, ldm_i8)
 
-/* y[0..MR)[0..32) (+)= x[0..MR)[0..kc) . bp, columns masked by m0/m1 */
+/* y[0..MR)[0..32) (+)= x[0..MR)[0..kc) . bp, columns masked by m0/m1; then
+ * times sc[0..32) when sc is given (int8 row scales, on the last k block) */
 #define DEFINE_MICRO(MR)                                                                           \
     TGT static void micro_##MR(float *y, int ldy, const float *x, int ldx, const float *bp, int kc, \
-                               __mmask16 m0, __mmask16 m1, int accumulate) {                        \
+                               __mmask16 m0, __mmask16 m1, int accumulate, const float *sc) {       \
         __m512 c0[MR], c1[MR];                                                                      \
         const float *xr[MR];                                                                        \
         _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                                     \
@@ -288,6 +309,10 @@ DEFINE_PACK(pack_f16, uint16_t, ldm_f16)
                 c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, yr));                        \
                 c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, yr + 16));                   \
             }                                                                                       \
+            if (sc) {                                                                               \
+                c0[i] = _mm512_mul_ps(c0[i], _mm512_maskz_loadu_ps(m0, sc));                        \
+                c1[i] = _mm512_mul_ps(c1[i], _mm512_maskz_loadu_ps(m1, sc + 16));                   \
+            }                                                                                       \
             _mm512_mask_storeu_ps(yr, m0, c0[i]);                                                   \
             _mm512_mask_storeu_ps(yr + 16, m1, c1[i]);                                              \
         }                                                                                           \
@@ -298,30 +323,32 @@ DEFINE_MICRO(4)
 DEFINE_MICRO(2)
 DEFINE_MICRO(1)
 
-TGT static void gemm(float *y, int ldy, const float *x, const void *w, clv_dtype dt, int T, int K, int n0, int n1,
-                     void *work) {
+TGT static void gemm(float *y, int ldy, const float *x, const void *w, clv_dtype dt, const float *scale, int T, int K,
+                     int n0, int n1, void *work) {
     float *bp = work;
     for (int n = n0; n < n1; n += GEMM_NC) {
         const int nc = n1 - n < GEMM_NC ? n1 - n : GEMM_NC;
         const __mmask16 m0 = mask16(nc), m1 = mask16(nc - 16);
         for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
             const int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+            const float *sc = scale && k0 + kc == K ? scale + n : NULL;
             switch (dt) {
             case CLV_DT_F32: pack_f32(bp, w, K, n, nc, k0, kc); break;
             case CLV_DT_BF16: pack_bf16(bp, w, K, n, nc, k0, kc); break;
+            case CLV_DT_I8: pack_i8(bp, w, K, n, nc, k0, kc); break;
             default: pack_f16(bp, w, K, n, nc, k0, kc); break;
             }
             int t = 0;
             for (; t + 12 <= T; t += 12)
-                micro_12(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+                micro_12(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0, sc);
             for (; t + 8 <= T; t += 8)
-                micro_8(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+                micro_8(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0, sc);
             for (; t + 4 <= T; t += 4)
-                micro_4(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+                micro_4(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0, sc);
             for (; t + 2 <= T; t += 2)
-                micro_2(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+                micro_2(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0, sc);
             for (; t < T; t++)
-                micro_1(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0);
+                micro_1(y + (size_t)t * ldy + n, ldy, x + (size_t)t * K + k0, K, bp, kc, m0, m1, k0 > 0, sc);
         }
     }
 }
@@ -527,6 +554,7 @@ const clv_cpu_kernels clv_kernels_avx512 = {
     .mm_f32 = mm_f32,
     .mm_bf16 = mm_bf16,
     .mm_f16 = mm_f16,
+    .mm_i8 = mm_i8,
     .gemm = gemm,
     .gemm_work_bytes = gemm_work_bytes,
     .gemm_min_t = 8,
@@ -535,13 +563,14 @@ const clv_cpu_kernels clv_kernels_avx512 = {
     .rmsnorm = rmsnorm,
 };
 
-/* The amx level: everything above, plus bf16 prefill on tiles (cpu.c calls
+/* The amx level: everything above, plus bf16 and int8 prefill on tiles (cpu.c calls
  * clv_amx_* when .amx is set). */
 const clv_cpu_kernels clv_kernels_amx = {
     .isa = "amx",
     .mm_f32 = mm_f32,
     .mm_bf16 = mm_bf16,
     .mm_f16 = mm_f16,
+    .mm_i8 = mm_i8,
     .gemm = gemm,
     .gemm_work_bytes = gemm_work_bytes,
     .gemm_min_t = 8,

@@ -24,6 +24,8 @@
 DEFINE_MM(mm_f32, float, ID)
 DEFINE_MM(mm_bf16, uint16_t, clv_bf16_to_f32)
 DEFINE_MM(mm_f16, uint16_t, clv_f16_to_f32)
+#define I8(v) ((float)(v))
+DEFINE_MM(mm_i8, int8_t, I8) /* unscaled: cpu.c applies the row scales */
 
 /* Online softmax, one row at a time, one key at a time. */
 void clv_attn_tile_scalar(const clv_attn_tile *a) {
@@ -71,6 +73,7 @@ const clv_cpu_kernels clv_kernels_scalar = {
     .mm_f32 = mm_f32,
     .mm_bf16 = mm_bf16,
     .mm_f16 = mm_f16,
+    .mm_i8 = mm_i8,
     .attn_tile = clv_attn_tile_scalar,
     .silu_mul = clv_silu_mul_scalar,
     .rmsnorm = clv_rmsnorm_scalar,

@@ -1,0 +1,2 @@
+/* emulation stand-in (see ../cuda_emu.h) */
+#include "../cuda_emu.h"
