@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../util/util.h"
+#include "quant.h"
 #include "runtime.h"
 
 static bool is_ignored_extra(const char *name) {
@@ -302,35 +303,20 @@ static void convert_rows(void *dst, clv_dtype dd, const void *src, clv_dtype sd,
 
 static bool on_disk(const clv_model *m, int dev) { return m->plan.devices[dev].kind == CLV_DEV_DISK; }
 
-/* --dtype int8: [rows][cols] int8, then one f32 scale per row from a 64-byte
- * boundary on, in one allocation of i8_bytes. */
-static size_t i8_scales_at(size_t numel) { return (numel + 63) & ~(size_t)63; }
-static size_t i8_bytes(int rows, int cols) { return i8_scales_at((size_t)rows * cols) + sizeof(float) * (size_t)rows; }
-/* w's rows; when w is a tensor-parallel column slice of checkpoint tensor
- * t (all of its rows, some columns), each row's scale comes from the whole
- * row of t, so that every rank holds exactly the single-rank values. */
-static int quantize_mat(int8_t *q, float *scale, const clv_mat *w, const clv_model *m, const clv_st_tensor *t) {
-    const int full = t && t->ndim == 2 && t->shape[1] != w->cols ? (int)t->shape[1] : 0;
-    CLV_ASSERT(!full || t->shape[0] == w->rows);
-    float *row = malloc(sizeof(float) * (size_t)(full > w->cols ? full : w->cols));
-    if (!row) return CLV_ENOMEM;
-    const size_t rb = (size_t)w->cols * clv_dtype_size(w->dt);
-    for (int r = 0; r < w->rows; r++) {
-        float amax = 0.0f;
-        if (full) {
-            convert_rows(row, CLV_DT_F32, (const uint8_t *)clv_st_data(&m->st, t) + (size_t)r * full * clv_dtype_size(t->dtype),
-                         t->dtype, (size_t)full);
-            amax = clv_absmax(row, full);
-        }
-        convert_rows(row, CLV_DT_F32, (const uint8_t *)w->data + (size_t)r * rb, w->dt, (size_t)w->cols);
-        scale[r] = clv_quantize_i8_row(q + (size_t)r * w->cols, row, w->cols, full ? amax : clv_absmax(row, w->cols));
-    }
-    free(row);
-    if (full) { /* the other ranks' columns were only read for the scales */
+/* w's rows to int8 (quant.h); when w is a tensor-parallel column slice of
+ * checkpoint tensor t (all of its rows, some columns), with the whole rows'
+ * scales. */
+static int quantize_mat(int8_t *q, float *scale, const clv_mat *w, const clv_model *m, const clv_st_tensor *t,
+                        int n_threads) {
+    const bool part = t && t->ndim == 2 && t->shape[1] != w->cols;
+    CLV_ASSERT(!part || t->shape[0] == w->rows);
+    int rc = clv_quantize_rows(q, scale, w->data, w->dt, w->rows, w->cols, part ? clv_st_data(&m->st, t) : NULL,
+                               part ? t->dtype : w->dt, part ? (int)t->shape[1] : 0, n_threads);
+    if (part) { /* the other ranks' columns were only read for the scales */
         uintptr_t a = (uintptr_t)clv_st_data(&m->st, t) & ~(uintptr_t)4095;
         madvise((void *)a, (uintptr_t)clv_st_data(&m->st, t) + (t->end - t->begin) - a, MADV_DONTNEED);
     }
-    return 0;
+    return rc;
 }
 
 static bool devsim_wanted(const char *name);
@@ -397,7 +383,7 @@ static int fill_converted(void *ctx, int i, void *buf, size_t bytes, clv_status 
 static int convert_mat(clv_model *m, clv_mat *w, const clv_st_tensor *t, bool whole, clv_status *st) {
     const size_t numel = (size_t)w->rows * (size_t)w->cols;
     const bool i8 = m->want_dt == CLV_DT_I8;
-    const size_t held = i8 ? i8_bytes(w->rows, w->cols) : numel * clv_dtype_size(m->want_dt);
+    const size_t held = i8 ? clv_i8_bytes(w->rows, w->cols) : numel * clv_dtype_size(m->want_dt);
     void *buf = clv_alloc(held);
     void **ow = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
     if (!buf || !ow) {
@@ -407,8 +393,9 @@ static int convert_mat(clv_model *m, clv_mat *w, const clv_st_tensor *t, bool wh
     }
     m->owned = ow;
     m->owned[m->n_owned++] = buf;
-    float *scale = i8 ? (float *)((uint8_t *)buf + i8_scales_at(numel)) : NULL;
-    if (i8 && quantize_mat(buf, scale, w, m, t)) return clv_fail(st, CLV_ENOMEM, "out of memory quantizing %s", t->name);
+    float *scale = i8 ? (float *)((uint8_t *)buf + clv_i8_scales_at(w->rows, w->cols)) : NULL;
+    if (i8 && quantize_mat(buf, scale, w, m, t, m->topo.n_cpus))
+        return clv_fail(st, CLV_ENOMEM, "out of memory quantizing %s", t->name);
     if (!i8) convert_rows(buf, m->want_dt, w->data, w->dt, numel);
     m->decode_bytes += (uint64_t)(((int64_t)held - (int64_t)(numel * clv_dtype_size(w->dt))) / (whole ? 1 : w->rows));
     /* the checkpoint's pages were only needed for this: let them go (not a

@@ -210,16 +210,23 @@ double clv_now(void) {
 }
 
 float clv_absmax(const float *w, int n) {
-    float amax = 0.0f;
-    for (int i = 0; i < n; i++)
-        if (fabsf(w[i]) > amax) amax = fabsf(w[i]);
-    return amax;
+    float m[8] = {0}; /* 8 independent maxima: one chain of compares would wait on each */
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m[j] = fabsf(w[i + j]) > m[j] ? fabsf(w[i + j]) : m[j];
+    for (; i < n; i++) m[0] = fabsf(w[i]) > m[0] ? fabsf(w[i]) : m[0];
+    for (int j = 1; j < 8; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
+    return m[0];
 }
 
 float clv_quantize_i8_row(int8_t *q, const float *w, int n, float amax) {
     const float scale = amax / 127.0f;
+    if (!(scale > 0.0f)) {
+        memset(q, 0, (size_t)n);
+        return scale;
+    }
     for (int i = 0; i < n; i++) {
-        const float v = scale > 0.0f ? rintf(w[i] / scale) : 0.0f;
+        const float v = rintf(w[i] / scale);
         q[i] = (int8_t)(v >= 127.0f ? 127 : v <= -127.0f ? -127 : v == v ? (int)v : 0); /* NaN: 0 */
     }
     return scale;

@@ -77,12 +77,14 @@ static const clv_cuda_plugin_api *api(void) {
 
 bool clv_cuda_built(void) { return api() != NULL; }
 
+#ifdef CLV_HAVE_CUDA
 /* Without the NVIDIA driver there is nothing to find, and loading the library
  * (cudart, cuBLAS) would cost the process its relocations for nothing. */
 static bool driver_present(void) {
     return access("/dev/nvidiactl", F_OK) == 0 || access("/proc/driver/nvidia/version", F_OK) == 0 ||
            getenv("CLV_CUDA_PLUGIN") != NULL;
 }
+#endif
 
 int clv_cuda_device_count(char *why, size_t cap) {
 #ifdef CLV_HAVE_CUDA
