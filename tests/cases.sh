@@ -329,11 +329,15 @@ for c in "${TP_CASES[@]}"; do
     IFS='|' read -r name flags sizes <<<"$c"
     for n in $sizes; do run "tp/$name/tp$n" tp_case "$name" "$flags" "$n"; done
 done
+tp_flags() { # tp_flags NAME: its synth flags, for tests elsewhere that reuse a TP fixture
+    local c name flags
+    for c in "${TP_CASES[@]}"; do IFS='|' read -r name flags _ <<<"$c"; [[ $name == "$1" ]] && { echo "$flags"; return; }; done
+}
 tp_manual_plan() { # a manual plan using older strategy names: same answers
     printf '{"model.layers.*.self_attn.q_proj": "local_colwise", "layers.*.self_attn.k_proj": "colwise", "model.layers.*.self_attn.v_proj": "colwise",
              "model.layers.*.self_attn.o_proj": "rowwise_rep", "model.layers.*.mlp.gate_proj": "colwise", "model.layers.*.mlp.up_proj": "colwise",
              "model.layers.*.mlp.down_proj": "local_rowwise", "lm_head": "colwise_rep", "model.embed_tokens": "embedding_rowwise"}\n' >"$TMP/tpplan.json"
-    tp_case llama-gqa "" 2 --tp-plan "$TMP/tpplan.json"
+    tp_case llama-gqa "$(tp_flags llama-gqa)" 2 --tp-plan "$TMP/tpplan.json"
 }
 run "tp/manual-plan-old-names" tp_manual_plan
 tp_partial_plan() { # only the MLP split; attention replicated on every rank
@@ -674,11 +678,11 @@ devsim_local() { # the same map with --offload-exec local: cpu:1 computes its ow
     devsim cpu:0 placement_case "model.layers.1           -> cpu:1" --device-map "$TMP/dsmap2.json" --offload-exec local
 }
 run "devsim/offload-exec-local" devsim_local
-run "devsim/tp2" devsim cpu tp_case llama-gqa "" 2
-run "devsim/tp2-fused" devsim cpu tp_case phi3-fused "" 2
-run "devsim/tp3-bias-tied" devsim cpu tp_case qwen2-bias-tied "" 3
+run "devsim/tp2" devsim cpu tp_case llama-gqa "$(tp_flags llama-gqa)" 2
+run "devsim/tp2-fused" devsim cpu tp_case phi3-fused "$(tp_flags phi3-fused)" 2
+run "devsim/tp3-bias-tied" devsim cpu tp_case qwen2-bias-tied "$(tp_flags qwen2-bias-tied)" 3
 run "devsim/tp2-vocab-parallel-embedding" devsim cpu tp_manual_plan
-run "devsim/tp2xpp2" devsim cpu tp_case llama-bias-f32 "" 2 --pp 2
+run "devsim/tp2xpp2" devsim cpu tp_case llama-bias-f32 "$(tp_flags llama-bias-f32)" 2 --pp 2
 
 # ---- CUDA: the same placements on a GPU (each test says "skipped" without one) -------------
 # CUDA logits against the CPU's within the suite's tolerance and greedy tokens equal, for
@@ -688,7 +692,7 @@ GPU_WHY=$("$CLEAVE" plan -m "$DM" --device-map cuda:0 --ctx 16 2>&1 >/dev/null |
 gpu_skip() { [[ -n $GPU_WHY ]] && echo "skipped: no CUDA device ($GPU_WHY)"; }
 gpu_arch() { # gpu_arch NAME: a tp fixture on cuda:0 against its CPU reference
     gpu_skip && return 0
-    tp_case "$1" "" 1 --device-map cuda:0
+    tp_case "$1" "$(tp_flags "$1")" 1 --device-map cuda:0
 }
 declare -A gpu_seen=()
 for c in "${TP_CASES[@]}"; do
@@ -709,7 +713,8 @@ gpu_devmap() {
 run "gpu/devmap-cuda+cpu+disk" gpu_devmap
 gpu_tp() {
     gpu_skip && return 0
-    tp_case llama-gqa "" 2 --device-map cuda && tp_case qwen2-bias-tied "" 3 --device-map cuda
+    tp_case llama-gqa "$(tp_flags llama-gqa)" 2 --device-map cuda &&
+        tp_case qwen2-bias-tied "$(tp_flags qwen2-bias-tied)" 3 --device-map cuda
 }
 run "gpu/tp-ranks-sharing-one-gpu" gpu_tp
 cuda_emulated() { # the CUDA kernels and backend on the CPU: indexing, barriers, splits and glue (not speed)

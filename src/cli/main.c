@@ -226,6 +226,22 @@ static int g_n_children;
 
 static int rank0(void) { return !g_comm || g_comm->rank == 0; }
 
+/* A device-map file that puts a module on a GPU ("cuda:N", or Accelerate's bare integer). */
+static bool map_names_gpu(const char *path) {
+    char *text = NULL;
+    size_t len;
+    clv_status st = {0};
+    if (!clv_file_exists(path) || clv_read_file(path, &text, &len, &st)) return false;
+    bool gpu = strstr(text, "cuda") != NULL;
+    for (const char *p = text; !gpu && (p = strchr(p, ':')); p++) {
+        const char *v = p + 1;
+        while (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r') v++;
+        gpu = *v >= '0' && *v <= '9';
+    }
+    free(text);
+    return gpu;
+}
+
 /* Join (or start) the job this process is a rank of, and attach it to lo. */
 static void start_ranks(args *a, clv_load_opts *lo) {
     clv_status st = {0};
@@ -277,7 +293,12 @@ static void start_ranks(args *a, clv_load_opts *lo) {
     }
     /* ranks on GPUs all-reduce with NCCL, one GPU each; ranks sharing a GPU
      * (or a build without NCCL) stage through host memory instead */
-    bool gpu = (lo->device_map && strstr(lo->device_map, "cuda")) || (lo->max_memory && strstr(lo->max_memory, "cuda"));
+    const char *dm = lo->device_map;
+    bool planned = dm && (strcmp(dm, "auto") == 0 || strcmp(dm, "balanced") == 0 || strcmp(dm, "balanced_low_0") == 0 ||
+                          strcmp(dm, "sequential") == 0);
+    bool gpu = (dm && strstr(dm, "cuda")) || (lo->max_memory && strstr(lo->max_memory, "cuda")) ||
+               (planned && !lo->max_memory) /* the planned modes use every GPU there is */ ||
+               (dm && (clv_parse_i64(dm, &(int64_t){0}) || map_names_gpu(dm)));
     char why[160];
     int n_gpus = gpu ? clv_cuda_device_count(why, sizeof why) : 0;
     if (n_gpus > 0 && clv_nccl_built()) {
@@ -883,8 +904,12 @@ static int cmd_plan(args *a) {
         }
         free(text);
     }
-    printf("\npredicted decode: %.2f tok/s (RAM %.1f GB/s, disk %.2f GB/s%s)\n", clv_plan_predict_tok_s(&m->plan, ram, disk),
+    bool gpu = false;
+    for (int d = 0; d < m->plan.n_devices; d++) gpu |= m->plan.devices[d].kind == CLV_DEV_CUDA;
+    printf("\npredicted decode: %.2f tok/s (RAM %.1f GB/s, disk %.2f GB/s%s", clv_plan_predict_tok_s(&m->plan, ram, disk),
            ram, disk, cal ? ", measured" : ", defaults: --calibrate measures them");
+    if (gpu) printf("; GPU memory %.0f GB/s and host-to-GPU %.0f GB/s assumed", CLV_GPU_GBS_DEFAULT, CLV_H2D_GBS_DEFAULT);
+    printf(")\n");
     clv_model_free(m);
     return 0;
 }

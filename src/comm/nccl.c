@@ -51,6 +51,9 @@ typedef struct {
 
 static int cuda_check(cudaError_t e, int rank, const char *call, const char *file, int line, clv_status *st) {
     if (e == cudaSuccess) return 0;
+    /* clear a non-sticky error (a cudaMalloc that found no memory, say): left
+     * set, the backend's next launch check would report it as its own */
+    (void)cudaGetLastError();
     return clv_fail(st, CLV_EDEVICE, "rank %d: %s failed: %s (%s) at %s:%d", rank, call, cudaGetErrorName(e),
                     cudaGetErrorString(e), file, line);
 }

@@ -345,7 +345,10 @@ static int account(clv_plan *p, const module *m, int nm, const clv_module_sizes 
     if (compat) return 0;
     for (int d = 0; d < p->n_devices; d++) {
         if (!executes[d] || !is_compute(p->devices[d])) continue;
-        p->scratch_bytes[d] = ms->scratch_fixed + ms->scratch_per_token * (uint64_t)(p->max_t < p->ctx ? p->max_t : p->ctx);
+        const uint64_t t = (uint64_t)(p->max_t < p->ctx ? p->max_t : p->ctx);
+        p->scratch_bytes[d] = ms->scratch_fixed + ms->scratch_per_token * t;
+        /* a GPU computing the head holds a chunk's logits ([max_t][vocab]) before they are copied back */
+        if (p->devices[d].kind == CLV_DEV_CUDA && d == p->exec[p->head_dev]) p->scratch_bytes[d] += ms->scratch_fixed * t;
     }
     if (max_stream) {
         int e = p->exec[p->n_devices - 1];
@@ -636,7 +639,12 @@ double clv_plan_predict_tok_s(const clv_plan *p, double ram_gbs, double disk_gbs
         uint64_t b = p->weight_bytes[d];
         if (d == p->embed_dev) b -= p->embed_bytes - p->embed_bytes / 1000; /* ~one row of many */
         if (p->tied && d == p->embed_dev) b += p->embed_bytes;              /* the head reads it all */
-        t += (double)b / ((p->devices[d].kind == CLV_DEV_DISK ? disk_gbs : ram_gbs) * 1e9);
+        /* a GPU reads its own memory; what it streams from host RAM crosses the host link */
+        double gbs = p->devices[d].kind == CLV_DEV_DISK   ? disk_gbs
+                     : p->devices[d].kind == CLV_DEV_CUDA ? CLV_GPU_GBS_DEFAULT
+                     : p->devices[p->exec[d]].kind == CLV_DEV_CUDA ? CLV_H2D_GBS_DEFAULT
+                                                                   : ram_gbs;
+        t += (double)b / (gbs * 1e9);
     }
     return t > 0 ? 1.0 / t : 0;
 }

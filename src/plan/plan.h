@@ -69,6 +69,7 @@ typedef enum clv_module_kind { CLV_MOD_EMBED, CLV_MOD_LAYER, CLV_MOD_NORM, CLV_M
 typedef enum clv_offload_exec { CLV_OFFLOAD_AUTO, CLV_OFFLOAD_MAIN, CLV_OFFLOAD_LOCAL } clv_offload_exec;
 #define CLV_H2D_GBS_DEFAULT 25.0 /* PCIe 4.0 x16 as measured in practice; PCIe 5 doubles it */
 #define CLV_RAM_GBS_DEFAULT 20.0 /* what a few cores of one socket read */
+#define CLV_GPU_GBS_DEFAULT 2000.0 /* HBM as a decode kernel reads it (H100: ~3350 peak) */
 
 typedef struct clv_plan_request {
     clv_map_mode mode;

@@ -810,6 +810,14 @@ static int place_on_devices(clv_model *m, clv_status *st) {
             size_t off = 0;
             for (int i = 0, n = unit_mats(L, &m->lm_head, w); i < n; i++) {
                 memcpy(pin + off, w[i]->data, mat_bytes(w[i]));
+                /* the checkpoint's pages are not read again (a neighbour that
+                 * shares one faults it back in from the file) */
+                for (int f = 0; f < m->st.n_files; f++) {
+                    const uint8_t *d0 = w[i]->data, *map = m->st.files[f].map;
+                    if (d0 < map || d0 >= map + m->st.files[f].size) continue;
+                    uintptr_t a = ((uintptr_t)d0 + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)d0 + mat_bytes(w[i])) & ~(uintptr_t)4095;
+                    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+                }
                 w[i]->data = pin + off;
                 off += align256(mat_bytes(w[i]));
             }

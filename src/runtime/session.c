@@ -42,9 +42,12 @@ static int acts_new(clv_session *s, clv_acts *a, clv_backend *be) {
                       (size_t)s->ctx * half, (size_t)s->ctx * half};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         if (!(*bufs[i] = acts_alloc(a, sizeof(float) * sizes[i]))) return -1;
-    if (be && (!(a->logits = acts_alloc(a, sizeof(float) * T * (size_t)c->vocab)) ||
-               !(a->zero = acts_alloc(a, sizeof(float) * H))))
+    /* [max_t][vocab] logits only where the head is computed: on any other
+     * device they would be an unplanned max_t x vocab floats of its memory */
+    if (be && be == exec_be(m, m->plan.head_dev) &&
+        !(a->logits = acts_alloc(a, sizeof(float) * T * (size_t)c->vocab)))
         return -1;
+    if (be && !(a->zero = acts_alloc(a, sizeof(float) * H))) return -1;
     return 0;
 }
 
