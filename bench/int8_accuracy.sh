@@ -108,17 +108,7 @@ for d, g in (("bf16", gb), ("int8", gq)):
         print(f"  {d}: {g['text']!r}")
 PY
 
-wait_idle() { # best effort, as bench/compare.sh: until both CPUs are >= 97% idle over 2 s, at most ~2 min
-    [[ ${WAIT_IDLE:-1} == 0 ]] && return 0
-    local i u n s id io irq sirq st t1 i1 t2 i2
-    for i in $(seq 1 60); do
-        read -r _ u n s id io irq sirq st _ </proc/stat; t1=$((u + n + s + id + io + irq + sirq + st)); i1=$id
-        sleep 2
-        read -r _ u n s id io irq sirq st _ </proc/stat; t2=$((u + n + s + id + io + irq + sirq + st)); i2=$id
-        (( 100 * (i2 - i1) / (t2 - t1) >= 97 )) && return 0
-    done
-    echo "int8_accuracy: machine never went idle; measuring anyway" >&2
-}
+source bench/idle.sh
 
 if [[ -f $SPEED/config.json ]]; then
     echo
