@@ -100,29 +100,37 @@ static int fail_abort(clv_comm *c, int code, clv_status *st) {
     return code;
 }
 
+/* comm's asynchronous state into *state; an error (anything but success or
+ * in progress) aborts and names the operation. */
+static int async_state(clv_comm *c, ncclComm_t comm, const char *what, ncclResult_t *state, clv_status *st) {
+    *state = ncclInProgress;
+    int rc;
+    if ((rc = NCCL_CALL(c->rank, ncclCommGetAsyncError(comm, state)))) return fail_abort(c, rc, st);
+    if (*state == ncclSuccess || *state == ncclInProgress) return 0;
+    const char *last = ncclGetLastError(NULL);
+    clv_fail(st, CLV_EDEVICE, "rank %d: NCCL %s failed: %s%s%s", c->rank, what, ncclGetErrorString(*state),
+             last && *last ? ": " : "", last && *last ? last : "");
+    return fail_abort(c, CLV_EDEVICE, st);
+}
+
+/* The operation that began at t0 has run out of time: abort, naming it. */
+static int past_deadline(clv_comm *c, const char *what, double t0, clv_status *st) {
+    if (clv_now() - t0 <= c->timeout_s) return 0;
+    clv_fail(st, CLV_EDEVICE, "rank %d: NCCL %s did not finish within %g s: a rank died or stalls", c->rank, what,
+             c->timeout_s);
+    return fail_abort(c, CLV_EDEVICE, st);
+}
+
 /* Wait until `comm` has settled after a call that returned ncclInProgress
  * (init, split, a launch on a non-blocking communicator). The timeout counts
  * from t0, when the operation began. */
 static int wait_ready(clv_comm *c, ncclComm_t comm, const char *what, double t0, clv_status *st) {
     for (;;) {
         ncclResult_t state = ncclInProgress;
-        ncclResult_t r = ncclCommGetAsyncError(comm, &state);
-        int rc;
-        if ((rc = NCCL_CALL(c->rank, r))) return fail_abort(c, rc, st);
-        if (state == ncclSuccess) return 0;
-        if (state != ncclInProgress) {
-            const char *last = ncclGetLastError(NULL);
-            clv_fail(st, CLV_EDEVICE, "rank %d: NCCL %s failed: %s%s%s", c->rank, what, ncclGetErrorString(state),
-                     last && *last ? ": " : "", last && *last ? last : "");
-            return fail_abort(c, CLV_EDEVICE, st);
-        }
-        double waited = clv_now() - t0;
-        if (waited > c->timeout_s) {
-            clv_fail(st, CLV_EDEVICE, "rank %d: NCCL %s did not finish within %g s: a rank died or stalls", c->rank,
-                     what, c->timeout_s);
-            return fail_abort(c, CLV_EDEVICE, st);
-        }
-        backoff(waited);
+        int rc = async_state(c, comm, what, &state, st);
+        if (rc || state == ncclSuccess) return rc;
+        if ((rc = past_deadline(c, what, t0, st))) return rc;
+        backoff(clv_now() - t0);
     }
 }
 
@@ -138,25 +146,11 @@ static int wait_stream(clv_comm *c, ncclComm_t comm, const char *what, double t0
                      cudaGetErrorName(e), cudaGetErrorString(e), __FILE__, __LINE__);
             return fail_abort(c, CLV_EDEVICE, st);
         }
-        if (comm && (spins & 63) == 63) {
-            ncclResult_t state = ncclSuccess;
-            ncclResult_t r = ncclCommGetAsyncError(comm, &state);
-            int rc;
-            if ((rc = NCCL_CALL(c->rank, r))) return fail_abort(c, rc, st);
-            if (state != ncclSuccess && state != ncclInProgress) {
-                const char *last = ncclGetLastError(NULL);
-                clv_fail(st, CLV_EDEVICE, "rank %d: NCCL %s failed: %s%s%s", c->rank, what, ncclGetErrorString(state),
-                         last && *last ? ": " : "", last && *last ? last : "");
-                return fail_abort(c, CLV_EDEVICE, st);
-            }
-        }
-        double waited = clv_now() - t0;
-        if (waited > c->timeout_s) {
-            clv_fail(st, CLV_EDEVICE, "rank %d: NCCL %s did not finish within %g s: a rank died or stalls", c->rank,
-                     what, c->timeout_s);
-            return fail_abort(c, CLV_EDEVICE, st);
-        }
-        backoff(waited);
+        int rc;
+        ncclResult_t state;
+        if (comm && (spins & 63) == 63 && (rc = async_state(c, comm, what, &state, st))) return rc;
+        if ((rc = past_deadline(c, what, t0, st))) return rc;
+        backoff(clv_now() - t0);
     }
 }
 

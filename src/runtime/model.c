@@ -377,6 +377,19 @@ static int fill_converted(void *ctx, int i, void *buf, size_t bytes, clv_status 
     return 0;
 }
 
+/* Let the page cache take back the checkpoint pages of [p, p + bytes), when
+ * they are the mmap's: a neighbour sharing an edge page faults it back in
+ * from the file. Anything else (a tensor-parallel slice's heap buffer, whose
+ * pages may hold other allocations) is left alone. */
+static void release_mapped(const clv_model *m, const void *p, size_t bytes) {
+    const uint8_t *d = p;
+    for (int f = 0; f < m->st.n_files; f++)
+        if (d >= m->st.files[f].map && d < m->st.files[f].map + m->st.files[f].size) {
+            uintptr_t a = (uintptr_t)d & ~(uintptr_t)4095;
+            madvise((void *)a, (uintptr_t)d + bytes - a, MADV_DONTNEED);
+        }
+}
+
 /* One resident matrix to want_dt, in a buffer the model owns. t: its
  * checkpoint tensor; whole: all of it is read per decoded token (else one
  * row: an embedding table the head does not share). */
@@ -398,13 +411,8 @@ static int convert_mat(clv_model *m, clv_mat *w, const clv_st_tensor *t, bool wh
         return clv_fail(st, CLV_ENOMEM, "out of memory quantizing %s", t->name);
     if (!i8) convert_rows(buf, m->want_dt, w->data, w->dt, numel);
     m->decode_bytes += (uint64_t)(((int64_t)held - (int64_t)(numel * clv_dtype_size(w->dt))) / (whole ? 1 : w->rows));
-    /* the checkpoint's pages were only needed for this: let them go (not a
-     * tensor-parallel slice's buffer: its page may hold other allocations) */
-    for (int f = 0; f < m->st.n_files; f++)
-        if ((const uint8_t *)w->data >= m->st.files[f].map && (const uint8_t *)w->data < m->st.files[f].map + m->st.files[f].size) {
-            uintptr_t a = (uintptr_t)w->data & ~(uintptr_t)4095;
-            madvise((void *)a, (uintptr_t)w->data + numel * clv_dtype_size(w->dt) - a, MADV_DONTNEED);
-        }
+    /* the checkpoint's pages were only needed for this */
+    release_mapped(m, w->data, numel * clv_dtype_size(w->dt));
     w->data = buf;
     w->dt = m->want_dt;
     w->scale = scale;
@@ -713,16 +721,21 @@ void clv_model_head_done(clv_model *m) {
     else host_head_done(m);
 }
 
+/* Room for one more entry in m->dev_owned (what clv_model_free gives back). */
+static bool dev_owned_room(clv_model *m) {
+    void **o = realloc(m->dev_owned, sizeof(void *) * (size_t)(m->n_dev_owned + 1));
+    if (o) m->dev_owned = o;
+    int *ob = realloc(m->dev_owned_be, sizeof(int) * (size_t)(m->n_dev_owned + 1));
+    if (ob) m->dev_owned_be = ob;
+    return o && ob;
+}
+
 /* A device copy of a matrix that will live there. */
 static int upload_mat(clv_model *m, int d, clv_mat *w, clv_status *st) {
     if (!w->data) return 0;
     clv_backend *be = m->be[d];
     size_t bytes = mat_bytes(w);
-    void **o = realloc(m->dev_owned, sizeof(void *) * (size_t)(m->n_dev_owned + 1));
-    int *ob = realloc(m->dev_owned_be, sizeof(int) * (size_t)(m->n_dev_owned + 1));
-    if (o) m->dev_owned = o;
-    if (ob) m->dev_owned_be = ob;
-    void *p = o && ob ? be->ops->alloc(be, bytes) : NULL;
+    void *p = dev_owned_room(m) ? be->ops->alloc(be, bytes) : NULL;
     if (!p) {
         if (be->ops->check(be, st)) return st->code;
         return clv_fail(st, CLV_ENOMEM, "%s: out of device memory for a %zu-byte weight", be->name, bytes);
@@ -797,27 +810,15 @@ static int place_on_devices(clv_model *m, clv_status *st) {
          * engine reads at full speed while the device computes */
         const bool from_disk = u < nl ? m->layer_unit[u] >= 0 : m->head_unit >= 0;
         if (!from_disk && be->ops->alloc_host) {
-            uint8_t *pin = be->ops->alloc_host(be, ub);
+            uint8_t *pin = dev_owned_room(m) ? be->ops->alloc_host(be, ub) : NULL;
             if (!pin) return clv_fail(st, CLV_ENOMEM, "%s: cannot pin %zu bytes of host memory", be->name, ub);
-            void **o = realloc(m->dev_owned, sizeof(void *) * (size_t)(m->n_dev_owned + 1));
-            int *ob = realloc(m->dev_owned_be, sizeof(int) * (size_t)(m->n_dev_owned + 1));
-            if (o) m->dev_owned = o;
-            if (ob) m->dev_owned_be = ob;
-            if (!o || !ob) return clv_fail(st, CLV_ENOMEM, "out of memory");
             m->dev_owned[m->n_dev_owned] = pin;
             m->dev_owned_be[m->n_dev_owned++] = -1 - e; /* pinned host memory of device e */
             clv_mat *w[7];
             size_t off = 0;
             for (int i = 0, n = unit_mats(L, &m->lm_head, w); i < n; i++) {
                 memcpy(pin + off, w[i]->data, mat_bytes(w[i]));
-                /* the checkpoint's pages are not read again (a neighbour that
-                 * shares one faults it back in from the file) */
-                for (int f = 0; f < m->st.n_files; f++) {
-                    const uint8_t *d0 = w[i]->data, *map = m->st.files[f].map;
-                    if (d0 < map || d0 >= map + m->st.files[f].size) continue;
-                    uintptr_t a = ((uintptr_t)d0 + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)d0 + mat_bytes(w[i])) & ~(uintptr_t)4095;
-                    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
-                }
+                release_mapped(m, w[i]->data, mat_bytes(w[i])); /* not read again */
                 w[i]->data = pin + off;
                 off += align256(mat_bytes(w[i]));
             }
