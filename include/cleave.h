@@ -43,6 +43,9 @@ typedef struct clv_load_opts {
     const char *max_memory;     /* "cuda:0=20GiB,cpu=2GiB,disk=20GB"; unset devices: their free memory */
     int prefill_chunk;          /* tokens per forward chunk; 0: 512 */
     const char *dtype;          /* NULL/"auto": weights as stored; "f32", "bf16", "f16": converted at load */
+    const char *prefill_precision; /* NULL/"f32": prompt matmuls keep f32-level accuracy (bf16 hi + lo
+                                   activations on the matrix units); "bf16": activations rounded to
+                                   bf16, one pass (faster prefill; transformers' and llama.cpp's rounding) */
     const char *offload_folder; /* where disk-tier weights that need converting are written */
     bool no_prefetch;           /* read disk-tier weights synchronously (for measuring prefetch) */
     const char *offload_exec;   /* NULL/"auto" | "main" | "local": who computes the layers stored in CPU RAM:

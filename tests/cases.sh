@@ -880,6 +880,66 @@ i8_err_cuda() {
 run "int8/err-cuda-device" i8_err_cuda
 run "int8/err-bad-dtype-lists-int8" expect_fail "expected auto, f32, bf16, f16 or int8" "$CLEAVE" logits -m "$DM" --ids 3 --out "$TMP/x" --dtype int4
 
+# ---- --prefill-precision bf16: a prompt's activations rounded to bf16, one pass on the tiles --
+# On the amx level, bf16 and int8 matrices multiply a prompt of 16+ tokens with the activations
+# rounded to bf16 (round to nearest even). ref64 --bf16-act rounds every linear layer's input the
+# same way and computes in float64, so the suite's tolerance applies, with one known exception:
+# an activation that lies within float32 rounding of a bf16 tie can round one way in cleave's
+# float32 and the other in the reference's float64 (about 1 value in 2^16; the cases have ~10^4),
+# which moves that token's logits by up to ~1e-2. So up to a tenth of the positions may fail
+# (--max-bad-positions); in practice 0 or 1 do. The rounding itself moves every position: the
+# first check shows that against the unrounded reference all positions fail, so the criterion
+# still tells the two ways apart (the kernel test, unit/test_kernels, checks the rounding
+# exactly, value by value).
+BP_CASES=(
+    "llama-bf16-gqa-tied|--arch llama --hidden 72 --layers 2 --heads 4 --kv-heads 2 --intermediate 88 --vocab 101 --dtype bf16 --tie|37"
+    "qwen2-bf16-bias|--arch qwen2 --hidden 48 --layers 2 --heads 6 --kv-heads 2 --intermediate 100 --vocab 97 --dtype bf16|19"
+    "phi3-bf16-fused|--arch phi3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 80 --vocab 90 --dtype bf16|21"
+)
+bp_case() { # bp_case NAME FLAGS N REF64_FLAGS [cleave flags...]
+    local name=$1 flags=$2 n=$3 rflags=$4 d=$TMP/bp-$1 ids V key
+    shift 4
+    [[ -f $d/config.json ]] || "$CLEAVE" synth $flags --seed 6 --out "$d" >/dev/null || return 1
+    V=$(json_get "$d/config.json" "d['vocab_size']")
+    ids=$(prompt_ids "$n" "$V" 5)
+    key=$n$(echo "$rflags" | tr -dc 'a-z0-9')
+    [[ -f $d/ref-$key.f32 ]] || "$REF" -m "$d" --ids "$ids" $rflags --dump "$d/ref-$key.f32" >/dev/null || return 1
+    CLV_CPU=amx "$CLEAVE" logits -m "$d" --ids "$ids" --out "$TMP/bp.f32" --prefill-precision bf16 "$@" 2>"$TMP/bp.err" ||
+        { cat "$TMP/bp.err"; return 1; }
+    if grep -q "is not available on this CPU" "$TMP/bp.err"; then echo "skipped: no AMX on this CPU"; return 0; fi
+    python3 tests/tools/cmp_f32.py "$TMP/bp.f32" "$d/ref-$key.f32" --vocab "$V" $TOL --max-bad-positions $((n / 10 > 1 ? n / 10 : 1)) \
+        --label "$name --prefill-precision bf16 $*"
+}
+bp_discriminates() { # the unrounded reference is out of tolerance: the rounding is seen
+    local d=$TMP/bp-llama-bf16-gqa-tied V
+    local out
+    out=$(bp_case "${BP_CASES[0]%%|*}" "$(echo "${BP_CASES[0]}" | cut -d'|' -f2)" 37 "--bf16-act" -t 2) || { echo "$out"; return 1; }
+    echo "$out"
+    [[ $out == *skipped:* ]] && return 0
+    V=$(json_get "$d/config.json" "d['vocab_size']")
+    "$REF" -m "$d" --ids "$(prompt_ids 37 "$V" 5)" --dump "$TMP/bp-exact.f32" >/dev/null || return 1
+    if python3 tests/tools/cmp_f32.py "$TMP/bp.f32" "$TMP/bp-exact.f32" --vocab "$V" $TOL --max-bad-positions 3 --label "vs unrounded"; then
+        echo "--prefill-precision bf16 logits match the unrounded reference: the activations were not rounded"
+        return 1
+    fi
+    echo "(as expected: out of tolerance against the unrounded reference)"
+}
+run "prefill-bf16/discriminates" bp_discriminates
+for c in "${BP_CASES[@]}"; do
+    IFS='|' read -r name flags n <<<"$c"
+    run "prefill-bf16/ref64/$name" bp_case "$name" "$flags" "$n" "--bf16-act" -t 2
+    run "prefill-bf16/ref64/$name/int8" bp_case "$name" "$flags" "$n" "--bf16-act --int8" -t 1 --dtype int8
+done
+run "prefill-bf16/ref64/chunks-of-16" bp_case "${BP_CASES[0]%%|*}" "$(echo "${BP_CASES[0]}" | cut -d'|' -f2)" 32 "--bf16-act" --prefill-chunk 16
+run "prefill-bf16/ref64/devsim" env CLV_DEVSIM=cpu:0 bash -c "$(declare -f bp_case prompt_ids json_get); CLEAVE=$CLEAVE REF=$REF TMP=$TMP TOL='$TOL'; bp_case '${BP_CASES[1]%%|*}' '$(echo "${BP_CASES[1]}" | cut -d'|' -f2)' 19 --bf16-act --device-map cpu:0"
+run "prefill-bf16/ref64/tp2" bp_case "${BP_CASES[2]%%|*}" "$(echo "${BP_CASES[2]}" | cut -d'|' -f2)" 21 "--bf16-act" --tp 2
+gpu_bp() { # the same on cuda:0 (bf16 weights: hi alone through cuBLAS, activations rounded to nearest)
+    gpu_skip && return 0
+    bp_case "${BP_CASES[0]%%|*}" "$(echo "${BP_CASES[0]}" | cut -d'|' -f2)" 37 "--bf16-act" --device-map cuda:0
+}
+run "gpu/prefill-bf16-ref64" gpu_bp
+run "prefill-bf16/err-bad-value" expect_fail "--prefill-precision 'f16': expected f32 or bf16" "$CLEAVE" logits -m "$DM" --ids 3 --out "$TMP/x" --prefill-precision f16
+
 # ---- text in, text out, on the real model when it can be had -------------------------------
 real_chat() {
     local g d=$TMP/smol

@@ -101,6 +101,10 @@ struct clv_backend {
     char name[32];    /* "cpu", "cpu:1", "cuda:0" */
     bool host_memory; /* alloc returns host memory: activations pass to another
                          host-memory backend with no copy */
+    bool bf16_prefill; /* matmuls of many tokens with 16-bit or int8 weights may round
+                          the activations to bf16 and make one pass on the matrix units
+                          (AMX, tensor cores) instead of a hi + lo split; set by the
+                          model from --prefill-precision bf16 */
     void *impl;
 };
 

@@ -41,6 +41,11 @@
     "  --dtype auto|f32|bf16|f16|int8  convert weights at load (auto: as stored). int8: every\n"   \
     "                         matrix to int8 with one f32 scale per row (activations stay f32);\n" \
     "                         CPU devices only, weights in RAM (no disk tier)\n"                 \
+    "  --prefill-precision f32|bf16  prompt matmuls (16+ tokens) on AMX tiles or tensor cores:\n"  \
+    "                         f32 (default) splits the activations into bf16 hi + lo, two passes,\n" \
+    "                         f32-level accuracy; bf16 rounds them to bf16, one pass (about 2x\n" \
+    "                         the matrix throughput; transformers' and llama.cpp's rounding).\n" \
+    "                         Decode and f32 weights are unaffected\n"                            \
     "  --offload-folder DIR   where disk-tier weights that need converting are written; weights\n" \
     "                         already in the right dtype are read from the checkpoint itself\n"  \
     "  --tp N                 tensor parallelism over N ranks (one process each; started here\n"    \
@@ -352,6 +357,7 @@ static bool placement_flag(args *a, clv_load_opts *lo) {
     else if (flag(a, "--no-prefetch", NULL)) lo->no_prefetch = true;
     else if (flag(a, "--offload-exec", NULL)) lo->offload_exec = value(a);
     else if (flag(a, "--dtype", NULL)) lo->dtype = value(a);
+    else if (flag(a, "--prefill-precision", NULL)) lo->prefill_precision = value(a);
     else if (flag(a, "--offload-folder", NULL)) lo->offload_folder = value(a);
     else if (flag(a, "-t", "--threads")) lo->n_threads = (int)int_value(a, 1, 4096);
     else return false;

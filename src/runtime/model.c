@@ -1017,6 +1017,13 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
             goto fail;
         }
     }
+    if (opts && opts->prefill_precision && strcmp(opts->prefill_precision, "f32") != 0) {
+        if (strcmp(opts->prefill_precision, "bf16") != 0) {
+            rc = clv_fail(st, CLV_EINVAL, "--prefill-precision '%s': expected f32 or bf16", opts->prefill_precision);
+            goto fail;
+        }
+        m->bf16_prefill = true;
+    }
     if ((rc = clv_topology_detect(&m->topo, st))) goto fail;
     if ((rc = detect_gpus(m, st))) goto fail;
     if ((rc = clv_st_open_dir(&m->st, dir, st))) goto fail;
@@ -1074,6 +1081,7 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
                 rc = st->code ? st->code : CLV_EDEVICE;
                 goto fail;
             }
+            m->be[d]->bf16_prefill = m->bf16_prefill;
             continue;
         }
         m->be[d] = clv_cpu_backend_new(name, threads, cpus);
@@ -1082,6 +1090,7 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
             rc = clv_fail(st, CLV_ENOMEM, "cannot start the %s backend", name);
             goto fail;
         }
+        m->be[d]->bf16_prefill = m->bf16_prefill;
     }
     if ((rc = place_on_devices(m, st))) goto fail;
     *out = m;

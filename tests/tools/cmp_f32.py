@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Compare two float32 little-endian logit files of shape [n, vocab].
 
-Passes when every element satisfies |got - ref| <= atol + rtol * |ref|.
-Prints the tolerance, the worst error and where it is, the first elements of
-both, and whether each position's argmax agrees. Standard library only.
+Passes when every element satisfies |got - ref| <= atol + rtol * |ref| and
+every position's argmax agrees. With --max-bad-positions K, up to K positions
+may fail either (for comparisons where a rare, known event can move one
+position: see --prefill-precision bf16 in tests/cases.sh). Prints the
+tolerance, the worst error and where it is, the first elements of both, and
+how many positions fail. Standard library only.
 """
 import argparse
 import struct
@@ -25,6 +28,7 @@ def main():
     ap.add_argument("--vocab", type=int, required=True)
     ap.add_argument("--atol", type=float, default=1e-4)
     ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--max-bad-positions", type=int, default=0)
     ap.add_argument("--label", default="")
     a = ap.parse_args()
     got, ref = load(a.got), load(a.ref)
@@ -33,10 +37,12 @@ def main():
         return 1
     V = a.vocab
     worst, worst_i, bad = 0.0, 0, 0
+    bad_pos = set()
     for i, (g, r) in enumerate(zip(got, ref)):
         e = abs(g - r)
         if not (e <= a.atol + a.rtol * abs(r)):
             bad += 1
+            bad_pos.add(i // V)
         if e > worst or e != e:
             worst, worst_i = e, i
     argmax_diff = 0
@@ -44,11 +50,14 @@ def main():
         rg, rr = got[p * V:(p + 1) * V], ref[p * V:(p + 1) * V]
         if max(range(V), key=rg.__getitem__) != max(range(V), key=rr.__getitem__):
             argmax_diff += 1
+            bad_pos.add(p)
     head = lambda v: " ".join(f"{x:+.5f}" for x in v[:5])
     print(f"{a.label}: tol atol={a.atol:g} rtol={a.rtol:g}; max |err| {worst:.3g} at position {worst_i // V} "
           f"index {worst_i % V}; {bad} of {len(ref)} outside; argmax differs at {argmax_diff} positions")
+    if a.max_bad_positions:
+        print(f"  positions failing: {len(bad_pos)} of {len(ref) // V} (allowed: {a.max_bad_positions})")
     print(f"  got[0,:5] {head(got)}\n  ref[0,:5] {head(ref)}")
-    ok = bad == 0 and argmax_diff == 0
+    ok = len(bad_pos) <= a.max_bad_positions
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

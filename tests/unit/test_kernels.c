@@ -8,7 +8,13 @@
  *   amx (bf16):    that + 2e-5        (activations split into bf16 hi + lo:
  *                                       2^-17 relative per product, ~1e-5)
  * int8 weights (one scale per row) are checked against q * scale in float64
- * with the same tolerances: the kernels are exact up to f32 rounding. */
+ * with the same tolerances: the kernels are exact up to f32 rounding.
+ * amx-bf16 (the backend's bf16_prefill, --prefill-precision bf16): from
+ * AMX_MIN_T tokens on, bf16 and int8 matmuls round the activations to bf16
+ * (round to nearest even) and make one pass; they are checked against the
+ * float64 sum over the rounded activations at the f32 tolerance (the
+ * products of two bf16 values are exact in f32), so a kernel that did not
+ * round, or rounded differently, fails as surely as a wrong one. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +34,8 @@ static double urand(void) { /* [-1, 1) */
 
 static const char *k_levels[] = {"scalar", "avx2", "avx512", "amx"};
 #define N_LEVELS 4
+#define AMX_MIN_T 16 /* cpu.c: fewer tokens take the f32 kernels */
+static bool g_one;   /* the backend's bf16_prefill is set */
 
 /* ---- matmul ----------------------------------------------------------------------- */
 
@@ -56,19 +64,21 @@ static void test_matmul_one(clv_backend *b, const char *lvl, clv_dtype dt, int T
     }
     /* activations with a spread of magnitudes, as after a norm and a few layers */
     for (size_t i = 0; i < (size_t)T * K; i++) x[i] = (float)(urand() * pow(2.0, (int)(urand() * 6)));
+    const bool amx = strncmp(lvl, "amx", 3) == 0 && (dt == CLV_DT_BF16 || dt == CLV_DT_I8);
+    const bool rounded = amx && g_one && T >= AMX_MIN_T; /* the reference takes bf16(x) */
     for (int n = 0; n < N; n++) bv[n] = (float)urand();
     for (size_t i = 0; i < (size_t)T * N; i++) y[i] = NAN; /* every output must be written */
     clv_mat m = {w, dt, N, K, dt == CLV_DT_I8 ? scale : NULL};
     b->ops->matmul(b, y, x, &m, bias ? bv : NULL, T);
-    const bool amx = strcmp(lvl, "amx") == 0 && (dt == CLV_DT_BF16 || dt == CLV_DT_I8);
-    const double tol = 1e-6 + K * 1.2e-7 + (amx ? 2e-5 : 0);
+    const double tol = 1e-6 + K * 1.2e-7 + (amx && !rounded ? 2e-5 : 0);
     double worst = 0;
     int bad_t = -1, bad_n = -1;
     for (int t = 0; t < T; t++)
         for (int n = 0; n < N; n++) {
             double s = bias ? bv[n] : 0, sa = bias ? fabs(bv[n]) : 0;
             for (int k = 0; k < K; k++) {
-                double p = (double)x[(size_t)t * K + k] * wd[(size_t)n * K + k];
+                const float xv = x[(size_t)t * K + k];
+                double p = (rounded ? (double)clv_bf16_to_f32(clv_f32_to_bf16(xv)) : (double)xv) * wd[(size_t)n * K + k];
                 s += p;
                 sa += fabs(p);
             }
@@ -119,6 +129,30 @@ static void test_matmul(clv_backend *b, const char *lvl) {
     test_matmul_one(b, lvl, CLV_DT_I8, 1, 576, 35, true, 7); /* K * 1 % 64 != 0: rows of every alignment */
     test_matmul_one(b, lvl, CLV_DT_I8, 100, 1100, 200, true, 8);
     printf("  %-6s matmul: worst rel err %.2e\n", lvl, worst_mm);
+}
+
+/* bf16_prefill must change the arithmetic, not just pass: x = 1 + 3 * 2^-10
+ * rounds to 1 in bf16 (spacing 2^-7) and splits exactly into hi = 1 and
+ * lo = 3 * 2^-10, so against 64 weights of 1 the split gives 64.1875 and one
+ * pass gives 64, both exactly. */
+static void test_amx_rounding(clv_backend *b) {
+    enum { T = 32, K = 64, N = 32 };
+    uint16_t *w = clv_alloc(2 * N * K);
+    float *x = clv_alloc(sizeof(float) * T * K), *y = clv_alloc(sizeof(float) * T * N);
+    for (int i = 0; i < N * K; i++) w[i] = clv_f32_to_bf16(1.0f);
+    for (int i = 0; i < T * K; i++) x[i] = 1.0f + 3.0f / 1024.0f;
+    clv_mat m = {w, CLV_DT_BF16, N, K, NULL};
+    for (int one = 0; one < 2; one++) {
+        b->bf16_prefill = one;
+        b->ops->matmul(b, y, x, &m, NULL, T);
+        const float want = one ? 64.0f : 64.1875f;
+        int bad = 0;
+        for (int i = 0; i < T * N; i++) bad += y[i] != want;
+        CHECK(bad == 0, "amx bf16_prefill=%d: %d of %d outputs differ from %g (y[0] = %.9g)", one, bad, T * N, want,
+              y[0]);
+    }
+    b->bf16_prefill = false;
+    clv_free(w), clv_free(x), clv_free(y);
 }
 
 /* ---- attention ---------------------------------------------------------------------- */
@@ -276,6 +310,12 @@ int main(void) {
             CHECK(b != NULL, "backend %s", k_levels[l]);
             if (!b) continue;
             test_matmul(b, k_levels[l]);
+            if (k->amx) {
+                test_amx_rounding(b);
+                b->bf16_prefill = g_one = true;
+                test_matmul(b, "amx-bf16");
+                b->bf16_prefill = g_one = false;
+            }
             test_attention(b, k_levels[l]);
             test_elementwise(b, k_levels[l]);
             b->ops->destroy(b);

@@ -130,6 +130,7 @@ typedef struct {
     const clv_mat *w;
     const float *bias;
     int T, path;
+    bool one;        /* AMX: activations rounded to bf16, one pass (backend's bf16_prefill) */
     int unit, units; /* gemm and AMX: columns per work unit, and how many */
     _Atomic int next;
 } mm_job;
@@ -176,15 +177,15 @@ static void mm_task(void *ctx, int ith, int nth) {
     }
     if (j->path == MM_AMX) {
         int mb0, mb1;
-        split((T + 15) / 16, ith, nth, 1, &mb0, &mb1);
-        clv_amx_pack_a(j->im->a_pack.p, j->x, T, K, mb0, mb1);
+        split(clv_amx_mblocks(T, j->one), ith, nth, 1, &mb0, &mb1);
+        clv_amx_pack_a(j->im->a_pack.p, j->x, T, K, mb0, mb1, j->one);
         clv_pool_barrier(j->im->pool);
     }
     void *work = scratch_get(&j->im->work[ith], j->path == MM_AMX ? clv_amx_work_bytes(K) : k->gemm_work_bytes(K));
     for (int u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->units;) {
         const int n0 = u * j->unit, n1 = n0 + j->unit < N ? n0 + j->unit : N;
         if (!work) mm_small(k, j->y, N, j->x, j->w, T, n0, n1); /* no work buffer could be had */
-        else if (j->path == MM_AMX) clv_amx_gemm(j->y, N, j->im->a_pack.p, j->w->data, j->w->dt, scale, T, K, n0, n1, work);
+        else if (j->path == MM_AMX) clv_amx_gemm(j->y, N, j->im->a_pack.p, j->w->data, j->w->dt, scale, T, K, n0, n1, work, j->one);
         else k->gemm(j->y, N, j->x, j->w->data, j->w->dt, scale, T, K, n0, n1, work);
         finish_cols(j->y, N, work ? NULL : scale, j->bias, T, n0, n1);
     }
@@ -193,15 +194,15 @@ static void mm_task(void *ctx, int ith, int nth) {
 static void cpu_matmul(clv_backend *b, float *y, const float *x, const clv_mat *w, const float *bias, int T) {
     cpu_impl *im = impl_of(b);
     const clv_cpu_kernels *k = im->k;
-    mm_job j = {.im = im, .y = y, .x = x, .w = w, .bias = bias, .T = T, .path = MM_SMALL};
+    mm_job j = {.im = im, .y = y, .x = x, .w = w, .bias = bias, .T = T, .path = MM_SMALL, .one = b->bf16_prefill};
     if (k->amx && (w->dt == CLV_DT_BF16 || w->dt == CLV_DT_I8) && T >= AMX_MIN_T &&
-        scratch_get(&im->a_pack, clv_amx_a_bytes(T, w->cols)))
+        scratch_get(&im->a_pack, clv_amx_a_bytes(T, w->cols, j.one)))
         j.path = MM_AMX;
     else if (k->gemm && T >= k->gemm_min_t)
         j.path = MM_GEMM;
     if (j.path != MM_SMALL) {
-        /* about 4 units per thread, of 1 to 8 panels (48 columns for AMX, 32 for gemm) */
-        const int pw = j.path == MM_AMX ? 48 : 32;
+        /* about 4 units per thread, of 1 to 8 panels (AMX: 48 columns, 32 in one pass; gemm: 32) */
+        const int pw = j.path == MM_AMX ? clv_amx_panel(j.one) : 32;
         int panels = (w->rows + pw - 1) / pw, per = (panels + 4 * im->nth - 1) / (4 * im->nth);
         per = per < 1 ? 1 : per > 8 ? 8 : per;
         j.unit = pw * per;

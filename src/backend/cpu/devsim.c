@@ -37,6 +37,7 @@ static void ds_free(clv_backend *b, void *p) {
 }
 static void ds_matmul(clv_backend *b, float *y, const float *x, const clv_mat *w, const float *bias, int T) {
     clv_mat m = dev_mat(w);
+    inner(b)->bf16_prefill = b->bf16_prefill;
     inner(b)->ops->matmul(inner(b), dev(y), dev(x), &m, bias ? dev(bias) : NULL, T);
 }
 static void ds_rmsnorm(clv_backend *b, float *y, const float *x, const float *w, int rows, int dim, float eps) {

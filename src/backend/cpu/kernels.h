@@ -80,20 +80,24 @@ void clv_rmsnorm_scalar(float *y, const float *x, const float *w, int r0, int r1
 
 /* ---- AMX-BF16 (kernels_amx.c) ----------------------------------------------------
  * C[T][N] = A[T][K] . W^T with A in f32 and W in bf16, or in int8 times
- * scale[n] (every int8 value is exact in bf16). A is split into a bf16
- * high part and a bf16 residual (x = hi + lo + O(2^-17 |x|)), both multiplied
- * on the tiles with f32 accumulation, so the result keeps ~1e-5 relative
- * accuracy instead of bf16's 4e-3. Two phases:
- *   1. clv_amx_pack_a: every thread packs its share of 16-row blocks of x
- *      into `ap` (clv_amx_a_bytes(T, K) bytes, shared);
+ * scale[n] (every int8 value is exact in bf16). By default A is split into a
+ * bf16 high part and a bf16 residual (x = hi + lo + O(2^-17 |x|)), both
+ * multiplied on the tiles with f32 accumulation, so the result keeps ~1e-5
+ * relative accuracy instead of bf16's 2^-9 per product. With `one` A is
+ * rounded to bf16 and multiplied once (half the tile work). Two phases:
+ *   1. clv_amx_pack_a: every thread packs its share of the
+ *      clv_amx_mblocks(T, one) 16-row blocks of x into `ap`
+ *      (clv_amx_a_bytes(T, K, one) bytes, shared);
  *   2. clv_amx_gemm: each thread computes its columns n0..n1 from ap,
  *      repacking W on the fly into `work` (clv_amx_work_bytes(K) bytes,
- *      its own). */
+ *      its own). Column ranges should start on clv_amx_panel(one) columns. */
 bool clv_amx_available(void); /* CPU has AMX-BF16 and the OS granted the tile state */
-size_t clv_amx_a_bytes(int T, int K);
+int clv_amx_mblocks(int T, bool one);
+size_t clv_amx_a_bytes(int T, int K, bool one);
+int clv_amx_panel(bool one);
 size_t clv_amx_work_bytes(int K);
-void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int mb1); /* 16-row blocks mb0..mb1-1 */
+void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int mb1, bool one); /* blocks mb0..mb1-1 */
 void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T, int K,
-                  int n0, int n1, void *work); /* dt: CLV_DT_BF16, or CLV_DT_I8 with its row scales */
+                  int n0, int n1, void *work, bool one); /* dt: CLV_DT_BF16, or CLV_DT_I8 with its row scales */
 
 #endif

@@ -3,26 +3,36 @@
  * bf16, so they are widened while repacked and the products stay exact; the
  * row scales multiply C as the last k block stores it.
  *
- * Accuracy: bf16 keeps 8 significant bits, so rounding the activations to
- * bf16 would cost ~4e-3 relative error per product. Instead each activation
- * is split into x = hi + lo with hi = bf16(x) and lo = bf16(x - hi); both
- * halves go through the tiles against the same (exact) weights, with f32
- * accumulation, which leaves |x - hi - lo| <= 2^-17 |x|: ~1e-5 relative, the
- * same order as f32 accumulation over a few thousand terms.
+ * Accuracy, two modes:
+ *   - split (the default): bf16 keeps 8 significant bits, so rounding the
+ *     activations to bf16 would cost up to 2^-9 relative error per product.
+ *     Instead each activation is split into x = hi + lo with hi = bf16(x) and
+ *     lo = bf16(x - hi); both halves go through the tiles against the same
+ *     (exact) weights, with f32 accumulation, which leaves
+ *     |x - hi - lo| <= 2^-17 |x|: ~1e-5 relative, the same order as f32
+ *     accumulation over a few thousand terms.
+ *   - one pass (--prefill-precision bf16): the activations are rounded to
+ *     bf16 once, as torch's bf16 matmuls and llama.cpp's bf16 path do: half
+ *     the tile work, up to 2^-9 relative error per product.
  *
  * Layouts (one tile = 16 rows x 64 bytes):
- *   A, packed by clv_amx_pack_a: [16-row block][32-k step][hi, lo][16][32] bf16
- *   B, repacked per 48-column panel and 1024-k block into the caller's work
- *      buffer: [32-k step][3 column tiles][16 k pairs][16 columns][2] bf16 —
- *      the "VNNI" order tdpbf16ps wants, made by a 16x16 dword transpose.
- *   C: 3 accumulator tiles = 16 tokens x 48 columns, kept in y between k
- *      blocks when the block is whole, else staged.
+ *   A, packed by clv_amx_pack_a: [16-row block][32-k step][hi, lo][16][32]
+ *      bf16 (one pass: [16-row block][32-k step][16][32], with the block
+ *      count rounded up to even: the 2 x 2 kernel takes blocks in pairs)
+ *   B, repacked per panel (split: 48 columns, one pass: 32) and 1024-k block
+ *      into the caller's work buffer: [32-k step][column tiles][16 k pairs]
+ *      [16 columns][2] bf16 — the "VNNI" order tdpbf16ps wants, made by a
+ *      16x16 dword transpose.
+ *   C: the accumulator tiles (split: 16 tokens x 48 columns, one pass:
+ *      32 x 32), kept in y between k blocks when the block is whole, else
+ *      staged.
  * Zero padding makes every tile full: rows past T, columns past N and k past
  * K are zeros, and only the valid part of C is written out.
  *
- * Tiles: tmm0..2 = C, tmm3/4 = A hi/lo, tmm5..7 = B. Per 32-k step: 5 tile
- * loads, 6 tdpbf16ps. The weights are repacked on the fly (about a tenth of
- * the time at T = 512); packing them once at load would remove that.
+ * Tiles, split: tmm0..2 = C, tmm3/4 = A hi/lo, tmm5..7 = B; per 32-k step
+ * 5 tile loads, 6 tdpbf16ps. One pass: tmm0..3 = C, tmm4/5 = A, tmm6/7 = B;
+ * 4 loads, 4 tdpbf16ps. The weights are repacked on the fly (about a tenth
+ * of the time at T = 512); packing them once at load would remove that.
  */
 #include <cpuid.h>
 #include <immintrin.h>
@@ -86,7 +96,16 @@ bool clv_amx_available(void) {
 
 static inline int ksteps_of(int K) { return (K + 31) / 32; }
 
-size_t clv_amx_a_bytes(int T, int K) { return (size_t)((T + 15) / 16) * ksteps_of(K) * 2048; }
+int clv_amx_mblocks(int T, bool one) {
+    const int mb = (T + 15) / 16;
+    return one ? (mb + 1) & ~1 : mb;
+}
+
+size_t clv_amx_a_bytes(int T, int K, bool one) {
+    return (size_t)clv_amx_mblocks(T, one) * ksteps_of(K) * (one ? 1024 : 2048);
+}
+
+int clv_amx_panel(bool one) { return one ? 32 : 48; }
 
 
 static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
@@ -99,11 +118,11 @@ INL void split16(__m512 x, __m256i *hi, __m256i *lo) {
     *lo = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(x, back));
 }
 
-TGT void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int mb1) {
+TGT void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int mb1, bool one) {
     const int ks_n = ksteps_of(K);
     for (int mb = mb0; mb < mb1; mb++)
         for (int ks = 0; ks < ks_n; ks++) {
-            uint16_t *hi_t = ap + ((size_t)mb * ks_n + ks) * 1024, *lo_t = hi_t + 512;
+            uint16_t *hi_t = ap + ((size_t)mb * ks_n + ks) * (one ? 512 : 1024), *lo_t = hi_t + 512;
             const int k = ks * 32, kr = K - k;
             for (int i = 0; i < 16; i++) {
                 const int t = mb * 16 + i;
@@ -116,14 +135,18 @@ TGT void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int
                     h0 = l0 = h1 = l1 = _mm256_setzero_si256();
                 }
                 _mm512_store_si512((__m512i *)(hi_t + i * 32), _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1));
-                _mm512_store_si512((__m512i *)(lo_t + i * 32), _mm512_inserti64x4(_mm512_castsi256_si512(l0), l1, 1));
+                if (!one)
+                    _mm512_store_si512((__m512i *)(lo_t + i * 32), _mm512_inserti64x4(_mm512_castsi256_si512(l0), l1, 1));
             }
         }
 }
 
-/* Columns per panel (3 tiles), panels per group, k steps (of 32) per block. */
+/* Columns per panel (split: 3 tiles, one pass: 2), panels per group (a
+ * group is 384 columns either way), k steps (of 32) per block. */
 #define NP 48
 #define GP 8
+#define NP1 32
+#define GP1 12
 #define KCS 32
 
 /* 32 weights of a row as bf16 (elements past the mask are zero) */
@@ -137,21 +160,21 @@ INL __m512i ld32_i8(const void *w, size_t off, __mmask32 km) {
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* exact: |q| <= 127 */
 }
 
-/* Weight rows n .. n+nc-1 (nc <= NP), k steps ks0 .. ks0+kcs-1, into the
- * VNNI tile order: [k step][3 column tiles][16 k pairs][16 columns][2]. */
+/* Weight rows n .. n+nc-1 (nc <= 16 nt), k steps ks0 .. ks0+kcs-1, into the
+ * VNNI tile order: [k step][nt column tiles][16 k pairs][16 columns][2]. */
 #define DEFINE_REPACK(NAME, LD32)                                                                   \
-    TGT static void NAME(uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs) {      \
+    TGT static void NAME(uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs, int nt) { \
         for (int ks = ks0; ks < ks0 + kcs; ks++) {                                                  \
             const int k = ks * 32;                                                                  \
             const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);    \
-            for (int jt = 0; jt < 3; jt++) {                                                        \
+            for (int jt = 0; jt < nt; jt++) {                                                       \
                 __m512i r[16];                                                                      \
                 for (int j = 0; j < 16; j++) {                                                      \
                     const int col = jt * 16 + j;                                                    \
                     r[j] = col < nc ? LD32(w, (size_t)(n + col) * K + k, km) : _mm512_setzero_si512(); \
                 }                                                                                   \
                 clv_transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */               \
-                uint16_t *dst = bp + ((size_t)(ks - ks0) * 3 + jt) * 512;                           \
+                uint16_t *dst = bp + ((size_t)(ks - ks0) * nt + jt) * 512;                          \
                 for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]); \
             }                                                                                       \
         }                                                                                           \
@@ -197,12 +220,12 @@ INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *c
  * then runs against each panel of the group from L1/L2, and partial sums
  * over k blocks are added into y. Weights are read from memory once. */
 size_t clv_amx_work_bytes(int K) {
-    (void)K;
-    return (size_t)GP * KCS * 3 * 1024 + 16 * NP * sizeof(float);
+    (void)K; /* both modes: GP x 3 = GP1 x 2 tiles per k step, and C staging of 32 x 32 >= 16 x 48 floats */
+    return (size_t)GP * KCS * 3 * 1024 + 32 * NP1 * sizeof(float);
 }
 
-TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T, int K,
-                      int n0, int n1, void *work) {
+TGT static void gemm_split(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T,
+                           int K, int n0, int n1, void *work) {
     const int ks_n = ksteps_of(K), mb_n = (T + 15) / 16;
     uint16_t *bp = work;
     float *ct = (float *)(bp + (size_t)GP * KCS * 1536); /* [16][48] C staging */
@@ -215,7 +238,7 @@ TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_
             for (int p = 0; p < np; p++) {
                 const int n = g0 + p * NP;
                 (dt == CLV_DT_I8 ? repack_i8 : repack_bf16)(bp + (size_t)p * KCS * 1536, w, K, n,
-                                                            g1 - n < NP ? g1 - n : NP, ks0, kcs);
+                                                            g1 - n < NP ? g1 - n : NP, ks0, kcs, 3);
             }
             for (int mb = 0; mb < mb_n; mb++) {
                 const uint16_t *a = ap + ((size_t)mb * ks_n + ks0) * 1024;
@@ -268,4 +291,91 @@ TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_
         }
     }
     tile_release();
+}
+
+/* One pass: C tiles 0..3 (32 tokens x 32 columns: 0 1 / 2 3) = A . B over
+ * kcs k steps; a0/a1 are the two 16-token blocks. 2 x 2 is the shape that
+ * loads fewest tiles per product (4 per 4) when there is no lo half to share
+ * the B tiles with; 1 x 3 would load 4 per 3. */
+INL void block_2x2(const uint16_t *a0, const uint16_t *a1, const uint16_t *b, int kcs, const float *cin, long ldy) {
+    if (cin) {
+        TILE_LOAD(0, cin, ldy * 4);
+        TILE_LOAD(1, cin + 16, ldy * 4);
+        TILE_LOAD(2, cin + 16 * ldy, ldy * 4);
+        TILE_LOAD(3, cin + 16 * ldy + 16, ldy * 4);
+    } else {
+        TILE_ZERO(0);
+        TILE_ZERO(1);
+        TILE_ZERO(2);
+        TILE_ZERO(3);
+    }
+    for (int ks = 0; ks < kcs; ks++) {
+        const uint16_t *bk = b + (size_t)ks * 1024;
+        TILE_LOAD(4, a0 + (size_t)ks * 512, 64);
+        TILE_LOAD(6, bk, 64);
+        TILE_LOAD(5, a1 + (size_t)ks * 512, 64);
+        TILE_LOAD(7, bk + 512, 64);
+        TILE_DP(0, 4, 6);
+        TILE_DP(1, 4, 7);
+        TILE_DP(2, 5, 6);
+        TILE_DP(3, 5, 7);
+    }
+}
+
+/* The same blocking as gemm_split with 32-column panels and 32-token blocks. */
+TGT static void gemm_one(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T,
+                         int K, int n0, int n1, void *work) {
+    const int ks_n = ksteps_of(K), mb_n = clv_amx_mblocks(T, true);
+    uint16_t *bp = work;
+    float *ct = (float *)(bp + (size_t)GP * KCS * 1536); /* [32][32] C staging */
+    tile_config();
+    for (int g0 = n0; g0 < n1; g0 += NP1 * GP1) {
+        const int g1 = g0 + NP1 * GP1 < n1 ? g0 + NP1 * GP1 : n1, np = (g1 - g0 + NP1 - 1) / NP1;
+        for (int ks0 = 0; ks0 < ks_n; ks0 += KCS) {
+            const int kcs = ks_n - ks0 < KCS ? ks_n - ks0 : KCS;
+            const bool scaled = scale && ks0 + kcs == ks_n; /* int8 rows' scales go on with the last k block */
+            for (int p = 0; p < np; p++) {
+                const int n = g0 + p * NP1;
+                (dt == CLV_DT_I8 ? repack_i8 : repack_bf16)(bp + (size_t)p * KCS * 1024, w, K, n,
+                                                            g1 - n < NP1 ? g1 - n : NP1, ks0, kcs, 2);
+            }
+            for (int mb = 0; mb < mb_n; mb += 2) {
+                const uint16_t *a0 = ap + ((size_t)mb * ks_n + ks0) * 512, *a1 = a0 + (size_t)ks_n * 512;
+                const int rows = T - mb * 16 < 32 ? T - mb * 16 : 32;
+                for (int p = 0; p < np; p++) {
+                    const int n = g0 + p * NP1, nc = g1 - n < NP1 ? g1 - n : NP1;
+                    const uint16_t *b = bp + (size_t)p * KCS * 1024;
+                    float *y0 = y + (size_t)mb * 16 * ldy + n;
+                    const bool whole = rows == 32 && nc == NP1; /* C lives in y */
+                    block_2x2(a0, a1, b, kcs, whole && ks0 ? y0 : NULL, ldy);
+                    float *c = whole ? y0 : ct;
+                    const long ldc = whole ? ldy : NP1;
+                    TILE_STORE(0, c, ldc * 4);
+                    TILE_STORE(1, c + 16, ldc * 4);
+                    TILE_STORE(2, c + 16 * ldc, ldc * 4);
+                    TILE_STORE(3, c + 16 * ldc + 16, ldc * 4);
+                    if (whole && !scaled) continue;
+                    const __mmask16 m0 = mask16(nc), m1 = mask16(nc - 16);
+                    const __m512 s0 = scaled ? _mm512_maskz_loadu_ps(m0, scale + n) : _mm512_set1_ps(1.0f),
+                                 s1 = scaled ? _mm512_maskz_loadu_ps(m1, scale + n + 16) : _mm512_set1_ps(1.0f);
+                    for (int i = 0; i < rows; i++) {
+                        float *yr = y0 + (size_t)i * ldy;
+                        __m512 c0 = _mm512_loadu_ps(c + i * ldc), c1 = _mm512_loadu_ps(c + i * ldc + 16);
+                        if (!whole && ks0) {
+                            c0 = _mm512_add_ps(c0, _mm512_maskz_loadu_ps(m0, yr));
+                            c1 = _mm512_add_ps(c1, _mm512_maskz_loadu_ps(m1, yr + 16));
+                        }
+                        _mm512_mask_storeu_ps(yr, m0, _mm512_mul_ps(c0, s0));
+                        _mm512_mask_storeu_ps(yr + 16, m1, _mm512_mul_ps(c1, s1));
+                    }
+                }
+            }
+        }
+    }
+    tile_release();
+}
+
+void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T, int K,
+                  int n0, int n1, void *work, bool one) {
+    (one ? gemm_one : gemm_split)(y, ldy, ap, w, dt, scale, T, K, n0, n1, work);
 }

@@ -260,6 +260,7 @@ static bool weight_type(cuda_impl *im, const clv_mat *w, const char *op, int *wt
 /* T <= 8: the GEMV kernel (weights read once). Larger T: cuBLAS, row-major
  * W[rows][cols] being column-major cols x rows, so y^T (rows x T, ld rows) =
  * W^T-op(W) * x^T; 16-bit weights take x as hi + lo (kernels.cu) in two GEMMs
+ * (with bf16_prefill, hi alone: one GEMM)
  * with f32 accumulation; f32 weights use SGEMM in the default math mode (no
  * TF32). Bias (and f16's per-token scale) are applied afterwards. */
 static void cuda_matmul(clv_backend *b, float *y, const float *x, const clv_mat *w, const float *bias, int T) {
@@ -289,7 +290,8 @@ static void cuda_matmul(clv_backend *b, float *y, const float *x, const clv_mat 
     if (!CUBLAS(im, cublasGemmEx(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, T, cols, &one, w->data, dt, cols, hi, dt,
                                  cols, &zero, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
         return;
-    if (!CUBLAS(im, cublasGemmEx(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, T, cols, &one, w->data, dt, cols, lo, dt,
+    if (!b->bf16_prefill && /* else hi alone: x rounded to 16 bits, one pass */
+        !CUBLAS(im, cublasGemmEx(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, T, cols, &one, w->data, dt, cols, lo, dt,
                                  cols, &one, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
         return;
     CU(im, clv_cuda_scale_bias(im->compute, y, inv_scale, bias, rows, T));
