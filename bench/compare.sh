@@ -20,6 +20,9 @@
 #
 # The share of bandwidth is tg x (bytes of weights read per token, as cleave
 # counts them: every matrix plus one embedding row) / stream's best read GB/s.
+# cleave runs twice: as it is by default (a prompt's activations split into
+# bf16 hi + lo, f32-level accuracy) and as "cleave-bf16pp" with
+# --prefill-precision bf16 (rounded to bf16 like the peers' bf16 paths).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +69,11 @@ for t in $THREADS; do
     ROW[cleave,$t]=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['pp_tok_s'], d['tg_tok_s'])" "$j")
     ISA=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['isa'])" "$j")
     log "cleave -t $t: ${ROW[cleave,$t]}"
+    # the same with a prompt's activations rounded to bf16, as the peers do
+    wait_idle
+    j=$("$CLEAVE" bench -m "$MODEL" -p "$PP" -n "$TG" -t "$t" -r "$REPS" --json --prefill-precision bf16)
+    ROW[cleave-bf16pp,$t]=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['pp_tok_s'], d['tg_tok_s'])" "$j")
+    log "cleave --prefill-precision bf16 -t $t: ${ROW[cleave-bf16pp,$t]}"
 done
 CLEAVE_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src 2>/dev/null || echo "+changes")
 
@@ -145,9 +153,9 @@ echo "date: $(date -u +%Y-%m-%d), cpu: $(grep -m1 'model name' /proc/cpuinfo | c
 echo "cleave $CLEAVE_COMMIT ($ISA kernels); $LLAMA_NOTE; $HF_NOTE"
 echo "stream read bandwidth: $(for t in $THREADS; do printf '%s thread(s) %s GB/s  ' "$t" "${BW[$t]}"; done)"
 echo
-printf '| %-12s | %7s | %10s | %10s | %12s | %12s |\n' engine threads "pp$PP t/s" "tg$TG t/s" "tg GB/s" "tg % of BW"
-printf '|%s|%s|%s|%s|%s|%s|\n' -------------- ---------: ------------: ------------: --------------: --------------:
-for e in cleave llama.cpp transformers; do
+printf '| %-14s | %7s | %10s | %10s | %12s | %12s |\n' engine threads "pp$PP t/s" "tg$TG t/s" "tg GB/s" "tg % of BW"
+printf '|%s|%s|%s|%s|%s|%s|\n' ---------------- ---------: ------------: ------------: --------------: --------------:
+for e in cleave cleave-bf16pp llama.cpp transformers; do
     for t in $THREADS; do
         [[ -n ${ROW[$e,$t]:-} ]] || continue
         read -r pp tg <<<"${ROW[$e,$t]}"
@@ -155,6 +163,6 @@ for e in cleave llama.cpp transformers; do
 import sys
 e, t, pp, tg, by, bw = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
 gbs = tg * by / 1e9
-print('| %-12s | %7s | %10.2f | %10.2f | %12.2f | %11.0f%% |' % (e, t, pp, tg, gbs, 100 * gbs / bw))" "$e" "$t" "$pp" "$tg" "$BYTES" "${BW[$t]}"
+print('| %-14s | %7s | %10.2f | %10.2f | %12.2f | %11.0f%% |' % (e, t, pp, tg, gbs, 100 * gbs / bw))" "$e" "$t" "$pp" "$tg" "$BYTES" "${BW[$t]}"
     done
 done

@@ -13,7 +13,7 @@
  *
  * Usage:
  *   ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]]
- *         [--dump FILE] [--int8] [--bf16-act] [-v]
+ *         [--dump FILE] [--int8] [-v]
  *
  * Exit status: 0 computed (and PASS when --logits is given), 1 FAIL,
  *              2 usage error, unreadable input or unsupported model.
@@ -841,33 +841,11 @@ static void setup_model(Model *m, const char *dir, long n_tokens)
 /* math                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* --bf16-act: every linear layer's input rounded to bfloat16 first, as
- * cleave --prefill-precision bf16 does for the matmuls of a prompt: the value
- * as float32, then to 8 significant bits, round to nearest, ties to even. */
-static int g_bf16_act;
-
-static double bf16_round(double v)
-{
-    float f = (float)v;
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    u &= 0xffff0000u;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* y[n][out] = x[n][in] * W^T (+ b), W is [out][in] row-major as in nn.Linear */
 static void linear(const double *x, long n, long in, const double *W, const double *b, long out, double *y)
 {
-    double *xq = g_bf16_act ? xmalloc(sizeof(double) * (size_t)in) : NULL;
     for (long t = 0; t < n; t++) {
         const double *xr = x + t * in;
-        if (xq) {
-            for (long k = 0; k < in; k++)
-                xq[k] = bf16_round(xr[k]);
-            xr = xq;
-        }
         for (long o = 0; o < out; o++) {
             const double *wr = W + o * in;
             double s = 0.0;
@@ -878,7 +856,6 @@ static void linear(const double *x, long n, long in, const double *W, const doub
             y[t * out + o] = s;
         }
     }
-    free(xq);
 }
 
 /* y = w * x / sqrt(mean(x^2) + eps), on each row of length d */
@@ -1144,15 +1121,13 @@ static double *forward(Model *m, Store *st, const long *ids, long n)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]] [--dump FILE] [--int8] [--bf16-act] [-v]\n"
+            "usage: ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]] [--dump FILE] [--int8] [-v]\n"
             "  Double-precision reference forward pass (Llama/Mistral/Qwen2/Qwen3/Phi3).\n"
             "  --logits FILE  float32 LE logits [n_ids, vocab] to compare against\n"
             "                 (pass iff |got-ref| <= atol + rtol*|ref| everywhere; defaults 1e-3, 1e-3)\n"
             "  --dump FILE    write this program's logits in the same float32 format\n"
             "  --int8         use every matrix as cleave --dtype int8 does: per row, q = round(w / scale)\n"
             "                 with scale = max|w| / 127 (float32 steps), then w = q * scale\n"
-            "  --bf16-act     round every linear layer's input to bfloat16 (as float32, then to nearest\n"
-            "                 even), as cleave --prefill-precision bf16 does for a prompt's matmuls\n"
             "  -v             also print the RoPE inverse frequencies and attention factor\n"
             "  exit: 0 ok/PASS, 1 FAIL, 2 error or unsupported model\n");
     exit(2);
@@ -1337,8 +1312,6 @@ int main(int argc, char **argv)
             verbose = 1;
         else if (strcmp(a, "--int8") == 0)
             g_int8 = 1;
-        else if (strcmp(a, "--bf16-act") == 0)
-            g_bf16_act = 1;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
             usage();
         else {

@@ -2,9 +2,9 @@
 """Compare two float32 little-endian logit files of shape [n, vocab].
 
 Passes when every element satisfies |got - ref| <= atol + rtol * |ref| and
-every position's argmax agrees. With --max-bad-positions K, up to K positions
-may fail either (for comparisons where a rare, known event can move one
-position: see --prefill-precision bf16 in tests/cases.sh). Prints the
+every position's argmax agrees (--ignore-argmax: values only, for a tolerance
+wide enough to cover gaps between a position's top logits). With
+--max-bad-positions K, up to K positions may fail. Prints the
 tolerance, the worst error and where it is, the first elements of both, and
 how many positions fail. Standard library only.
 """
@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--atol", type=float, default=1e-4)
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--max-bad-positions", type=int, default=0)
+    ap.add_argument("--ignore-argmax", action="store_true")
     ap.add_argument("--label", default="")
     a = ap.parse_args()
     got, ref = load(a.got), load(a.ref)
@@ -50,7 +51,8 @@ def main():
         rg, rr = got[p * V:(p + 1) * V], ref[p * V:(p + 1) * V]
         if max(range(V), key=rg.__getitem__) != max(range(V), key=rr.__getitem__):
             argmax_diff += 1
-            bad_pos.add(p)
+            if not a.ignore_argmax:
+                bad_pos.add(p)
     head = lambda v: " ".join(f"{x:+.5f}" for x in v[:5])
     print(f"{a.label}: tol atol={a.atol:g} rtol={a.rtol:g}; max |err| {worst:.3g} at position {worst_i // V} "
           f"index {worst_i % V}; {bad} of {len(ref)} outside; argmax differs at {argmax_diff} positions")

@@ -5,12 +5,14 @@
  * Tolerances, per output, relative to sum_k |x_k w_k| (the scale f32
  * rounding errors grow with):
  *   f32 paths:     1e-6 + K * 1.2e-7  (f32 accumulation, worst case ~K eps)
- *   amx (bf16):    that + 2e-5        (activations split into bf16 hi + lo:
- *                                       2^-17 relative per product, ~1e-5)
+ *   amx (bf16, f16, int8): that + 2e-5  (activations split into bf16 hi + lo:
+ *                                       2^-17 relative per product, ~1e-5;
+ *                                       f16 weights split exactly into two
+ *                                       bf16, lo x lo left out: 2^-18)
  * int8 weights (one scale per row) are checked against q * scale in float64
  * with the same tolerances: the kernels are exact up to f32 rounding.
  * amx-bf16 (the backend's bf16_prefill, --prefill-precision bf16): from
- * AMX_MIN_T tokens on, bf16 and int8 matmuls round the activations to bf16
+ * AMX_MIN_T tokens on, bf16, f16 and int8 matmuls round the activations to bf16
  * (round to nearest even) and make one pass; they are checked against the
  * float64 sum over the rounded activations at the f32 tolerance (the
  * products of two bf16 values are exact in f32), so a kernel that did not
@@ -64,7 +66,7 @@ static void test_matmul_one(clv_backend *b, const char *lvl, clv_dtype dt, int T
     }
     /* activations with a spread of magnitudes, as after a norm and a few layers */
     for (size_t i = 0; i < (size_t)T * K; i++) x[i] = (float)(urand() * pow(2.0, (int)(urand() * 6)));
-    const bool amx = strncmp(lvl, "amx", 3) == 0 && (dt == CLV_DT_BF16 || dt == CLV_DT_I8);
+    const bool amx = strncmp(lvl, "amx", 3) == 0 && dt != CLV_DT_F32;
     const bool rounded = amx && g_one && T >= AMX_MIN_T; /* the reference takes bf16(x) */
     for (int n = 0; n < N; n++) bv[n] = (float)urand();
     for (size_t i = 0; i < (size_t)T * N; i++) y[i] = NAN; /* every output must be written */

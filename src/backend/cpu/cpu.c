@@ -114,7 +114,7 @@ static void split(int n, int ith, int nth, int align, int *a, int *b) {
 
 /* ---- matmul ----------------------------------------------------------------
  * T == 1 (decode): rows split into one contiguous range per thread; each
- * thread's kernel keeps several rows in flight. bf16 or int8 with T >= AMX_MIN_T on
+ * thread's kernel keeps several rows in flight. bf16, f16 or int8 with T >= AMX_MIN_T on
  * the amx level: two phases in one job (pack the activations, barrier,
  * multiply on tiles). Otherwise the level's packed gemm from gemm_min_t
  * tokens on, and the register-blocked mm_* kernels below that. */
@@ -195,7 +195,7 @@ static void cpu_matmul(clv_backend *b, float *y, const float *x, const clv_mat *
     cpu_impl *im = impl_of(b);
     const clv_cpu_kernels *k = im->k;
     mm_job j = {.im = im, .y = y, .x = x, .w = w, .bias = bias, .T = T, .path = MM_SMALL, .one = b->bf16_prefill};
-    if (k->amx && (w->dt == CLV_DT_BF16 || w->dt == CLV_DT_I8) && T >= AMX_MIN_T &&
+    if (k->amx && (w->dt == CLV_DT_BF16 || w->dt == CLV_DT_F16 || w->dt == CLV_DT_I8) && T >= AMX_MIN_T &&
         scratch_get(&im->a_pack, clv_amx_a_bytes(T, w->cols, j.one)))
         j.path = MM_AMX;
     else if (k->gemm && T >= k->gemm_min_t)

@@ -5,7 +5,7 @@
  *
  * Levels: "scalar" (portable C, the baseline the others are tested against),
  * "avx2" (AVX2+FMA+F16C), "avx512" (F/BW/VL/DQ), "amx" (avx512 plus
- * AMX-BF16 tiles for bf16 prefill, kernels_amx.c). */
+ * AMX-BF16 tiles for bf16, f16 and int8 prefill, kernels_amx.c). */
 #ifndef CLV_CPU_KERNELS_H
 #define CLV_CPU_KERNELS_H
 
@@ -62,7 +62,7 @@ typedef struct clv_cpu_kernels {
     void (*silu_mul)(float *g, const float *u, size_t n);
     /* y[r] = x[r] / rms(x[r]) * w for rows r0 <= r < r1 of dim floats (sum of squares in double) */
     void (*rmsnorm)(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps);
-    bool amx; /* bf16 and int8 prefill on AMX tiles: clv_amx_* below */
+    bool amx; /* bf16, f16 and int8 prefill on AMX tiles: clv_amx_* below */
 } clv_cpu_kernels;
 
 const clv_cpu_kernels *clv_cpu_kernels_get(void);
@@ -79,8 +79,9 @@ void clv_silu_mul_scalar(float *g, const float *u, size_t n);
 void clv_rmsnorm_scalar(float *y, const float *x, const float *w, int r0, int r1, int dim, float eps);
 
 /* ---- AMX-BF16 (kernels_amx.c) ----------------------------------------------------
- * C[T][N] = A[T][K] . W^T with A in f32 and W in bf16, or in int8 times
- * scale[n] (every int8 value is exact in bf16). By default A is split into a
+ * C[T][N] = A[T][K] . W^T with A in f32 and W in bf16, f16 (split exactly
+ * into two bf16 halves) or int8 times scale[n] (every int8 value is exact in
+ * bf16). By default A is split into a
  * bf16 high part and a bf16 residual (x = hi + lo + O(2^-17 |x|)), both
  * multiplied on the tiles with f32 accumulation, so the result keeps ~1e-5
  * relative accuracy instead of bf16's 2^-9 per product. With `one` A is
@@ -98,6 +99,6 @@ int clv_amx_panel(bool one);
 size_t clv_amx_work_bytes(int K);
 void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int mb1, bool one); /* blocks mb0..mb1-1 */
 void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T, int K,
-                  int n0, int n1, void *work, bool one); /* dt: CLV_DT_BF16, or CLV_DT_I8 with its row scales */
+                  int n0, int n1, void *work, bool one); /* dt: BF16, F16, or I8 with its row scales */
 
 #endif

@@ -1,7 +1,9 @@
-/* bf16 prefill on AMX tiles: C[T][N] = A[T][K] . W^T, W in bf16, A in f32.
+/* Prefill on AMX tiles: C[T][N] = A[T][K] . W^T, W in bf16, A in f32.
  * int8 weights (--dtype int8) take the same path: |q| <= 127 is exact in
  * bf16, so they are widened while repacked and the products stay exact; the
- * row scales multiply C as the last k block stores it.
+ * row scales multiply C as the last k block stores it. f16 weights are split
+ * while repacked into two bf16 values whose sum is exact, and both go through
+ * the tiles (twice the tile work of bf16, against ~2.5x for the AVX-512 path).
  *
  * Accuracy, two modes:
  *   - split (the default): bf16 keeps 8 significant bits, so rounding the
@@ -20,9 +22,10 @@
  *      bf16 (one pass: [16-row block][32-k step][16][32], with the block
  *      count rounded up to even: the 2 x 2 kernel takes blocks in pairs)
  *   B, repacked per panel (split: 48 columns, one pass: 32) and 1024-k block
- *      into the caller's work buffer: [32-k step][column tiles][16 k pairs]
- *      [16 columns][2] bf16 — the "VNNI" order tdpbf16ps wants, made by a
- *      16x16 dword transpose.
+ *      (f16: 512) into the caller's work buffer: [32-k step][column tiles]
+ *      [16 k pairs][16 columns][2] bf16 — the "VNNI" order tdpbf16ps wants,
+ *      made by a 16x16 dword transpose; f16's lo tiles follow its hi tiles
+ *      in each k step.
  *   C: the accumulator tiles (split: 16 tokens x 48 columns, one pass:
  *      32 x 32), kept in y between k blocks when the block is whole, else
  *      staged.
@@ -30,8 +33,8 @@
  * K are zeros, and only the valid part of C is written out.
  *
  * Tiles, split: tmm0..2 = C, tmm3/4 = A hi/lo, tmm5..7 = B; per 32-k step
- * 5 tile loads, 6 tdpbf16ps. One pass: tmm0..3 = C, tmm4/5 = A, tmm6/7 = B;
- * 4 loads, 4 tdpbf16ps. The weights are repacked on the fly (about a tenth
+ * 5 tile loads, 6 tdpbf16ps (f16: 8 and 9). One pass: tmm0..3 = C, tmm4/5 =
+ * A, tmm6/7 = B; 4 loads, 4 tdpbf16ps (f16: 6 and 8). The weights are repacked on the fly (about a tenth
  * of the time at T = 512); packing them once at load would remove that.
  */
 #include <cpuid.h>
@@ -142,53 +145,84 @@ TGT void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int
 }
 
 /* Columns per panel (split: 3 tiles, one pass: 2), panels per group (a
- * group is 384 columns either way), k steps (of 32) per block. */
+ * group is 384 columns either way), k steps (of 32) per block (f16: half as
+ * many, its weights taking two tiles each, so that a block's repacked
+ * weights stay at 768 KiB). */
 #define NP 48
 #define GP 8
 #define NP1 32
 #define GP1 12
 #define KCS 32
 
-/* 32 weights of a row as bf16 (elements past the mask are zero) */
-INL __m512i ld32_bf16(const void *w, size_t off, __mmask32 km) {
+/* Weights as bf16 tiles. bf16 and int8 (|q| <= 127) are exact in one bf16;
+ * an f16 value w is exactly hi + lo with hi = bf16(w) and lo = bf16(w - hi)
+ * (w has 11 significant bits, hi takes 8, the rest fit lo; bf16's exponent
+ * range covers f16's), so f16 weights take two tiles and two products. */
+INL __m512i ld32_bf16(const void *w, size_t off, __mmask32 km, __m512i *lo) {
+    (void)lo;
     return _mm512_maskz_loadu_epi16(km, (const uint16_t *)w + off);
 }
-INL __m512i ld32_i8(const void *w, size_t off, __mmask32 km) {
+INL __m512i ld32_i8(const void *w, size_t off, __mmask32 km, __m512i *lo) {
+    (void)lo;
     const int8_t *p = (const int8_t *)w + off;
-    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)km, p)));
-    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)(km >> 16), p + 16)));
-    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* exact: |q| <= 127 */
+    const __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)km, p)));
+    const __m512 b = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16)(km >> 16), p + 16)));
+    return (__m512i)_mm512_cvtne2ps_pbh(b, a); /* exact: |q| <= 127 */
+}
+INL __m512i ld32_f16(const void *w, size_t off, __mmask32 km, __m512i *lo) {
+    const uint16_t *p = (const uint16_t *)w + off;
+    const __m512 a = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)km, p));
+    const __m512 b = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)(km >> 16), p + 16));
+    const __m512i hi = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+    const __m512 ha = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
+    const __m512 hb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
+    *lo = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha)); /* exact */
+    return hi;
 }
 
 /* Weight rows n .. n+nc-1 (nc <= 16 nt), k steps ks0 .. ks0+kcs-1, into the
- * VNNI tile order: [k step][nt column tiles][16 k pairs][16 columns][2]. */
-#define DEFINE_REPACK(NAME, LD32)                                                                   \
-    TGT static void NAME(uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs, int nt) { \
-        for (int ks = ks0; ks < ks0 + kcs; ks++) {                                                  \
-            const int k = ks * 32;                                                                  \
-            const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);    \
-            for (int jt = 0; jt < nt; jt++) {                                                       \
-                __m512i r[16];                                                                      \
-                for (int j = 0; j < 16; j++) {                                                      \
-                    const int col = jt * 16 + j;                                                    \
-                    r[j] = col < nc ? LD32(w, (size_t)(n + col) * K + k, km) : _mm512_setzero_si512(); \
-                }                                                                                   \
-                clv_transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */               \
-                uint16_t *dst = bp + ((size_t)(ks - ks0) * nt + jt) * 512;                          \
-                for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]); \
-            }                                                                                       \
-        }                                                                                           \
+ * VNNI tile order: [k step][nt column tiles][16 k pairs][16 columns][2], and
+ * for f16 (two) the lo tiles after the hi ones in each k step. */
+#define DEFINE_REPACK(NAME, LD32, TWO)                                                                \
+    TGT static void NAME(uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs, int nt) {   \
+        for (int ks = ks0; ks < ks0 + kcs; ks++) {                                                    \
+            const int k = ks * 32;                                                                    \
+            const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);      \
+            for (int jt = 0; jt < nt; jt++) {                                                         \
+                __m512i r[16], l[16];                                                                 \
+                for (int j = 0; j < 16; j++) {                                                        \
+                    const int col = jt * 16 + j;                                                      \
+                    l[j] = _mm512_setzero_si512();                                                    \
+                    r[j] = col < nc ? LD32(w, (size_t)(n + col) * K + k, km, &l[j]) : _mm512_setzero_si512(); \
+                }                                                                                     \
+                uint16_t *dst = bp + ((size_t)(ks - ks0) * (TWO ? 2 : 1) * nt + jt) * 512;            \
+                clv_transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */                 \
+                for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]);  \
+                if (TWO) {                                                                            \
+                    clv_transpose16(l);                                                               \
+                    for (int kp = 0; kp < 16; kp++)                                                   \
+                        _mm512_store_si512((__m512i *)(dst + (size_t)nt * 512 + kp * 32), l[kp]);     \
+                }                                                                                     \
+            }                                                                                         \
+        }                                                                                             \
     }
-DEFINE_REPACK(repack_bf16, ld32_bf16)
-DEFINE_REPACK(repack_i8, ld32_i8)
+DEFINE_REPACK(repack_bf16, ld32_bf16, 0)
+DEFINE_REPACK(repack_i8, ld32_i8, 0)
+DEFINE_REPACK(repack_f16, ld32_f16, 1)
+
+TGT static void repack(clv_dtype dt, uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs, int nt) {
+    (dt == CLV_DT_I8 ? repack_i8 : dt == CLV_DT_F16 ? repack_f16 : repack_bf16)(bp, w, K, n, nc, ks0, kcs, nt);
+}
 
 /* C tiles 0..2 (16 tokens x 48 columns) = A . B over kcs k steps.
  * Why 1 x 3 and not the usual 2 x 2: with hi and lo the 2 x 2 shape needs 6
  * tile loads per 8 products and reloads the A registers while the products
  * that read them are in flight; 1 x 3 loads 5 tiles per 6 products into 5
  * distinct registers, and measured at ~98% of the tile unit's peak with
- * operands in L1 against ~75% for 2 x 2 ("Kernel labs" in bench/README.md). */
-INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *cin, long ldc) {
+ * operands in L1 against ~75% for 2 x 2 ("Kernel labs" in bench/README.md).
+ * With lo weights (f16) the B registers are loaded again with them and
+ * multiplied by A's hi half (A lo x W lo, ~2^-18 relative, is left out). */
+INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *cin, long ldc, bool wlo) {
     if (cin) {
         TILE_LOAD(0, cin, ldc);
         TILE_LOAD(1, cin + 16, ldc);
@@ -199,7 +233,7 @@ INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *c
         TILE_ZERO(2);
     }
     for (int ks = 0; ks < kcs; ks++) {
-        const uint16_t *bk = b + (size_t)ks * 1536, *ak = a + (size_t)ks * 1024;
+        const uint16_t *bk = b + (size_t)ks * (wlo ? 3072 : 1536), *ak = a + (size_t)ks * 1024;
         TILE_LOAD(3, ak, 64);
         TILE_LOAD(5, bk, 64);
         TILE_LOAD(6, bk + 512, 64);
@@ -211,6 +245,14 @@ INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *c
         TILE_DP(0, 4, 5);
         TILE_DP(1, 4, 6);
         TILE_DP(2, 4, 7);
+        if (wlo) {
+            TILE_LOAD(5, bk + 1536, 64);
+            TILE_LOAD(6, bk + 2048, 64);
+            TILE_LOAD(7, bk + 2560, 64);
+            TILE_DP(0, 3, 5);
+            TILE_DP(1, 3, 6);
+            TILE_DP(2, 3, 7);
+        }
     }
 }
 
@@ -224,68 +266,61 @@ size_t clv_amx_work_bytes(int K) {
     return (size_t)GP * KCS * 3 * 1024 + 32 * NP1 * sizeof(float);
 }
 
+/* Scales (int8, on the last k block) and partial sums from earlier k blocks
+ * for rows 0..rows-1 of a C block staged at c (ldc floats per row), nt tiles
+ * wide, into y0 (ldy), columns past nc masked off. With add false, c is y0
+ * itself (a whole block, stored by the tiles) and only the scales apply. */
+INL void store_c(float *y0, long ldy, const float *c, long ldc, int rows, int nc, int nt, bool add, const float *scale) {
+    __mmask16 m[3];
+    __m512 s[3];
+    for (int j = 0; j < nt; j++) {
+        m[j] = mask16(nc - 16 * j);
+        s[j] = scale ? _mm512_maskz_loadu_ps(m[j], scale + 16 * j) : _mm512_set1_ps(1.0f);
+    }
+    for (int i = 0; i < rows; i++) {
+        float *yr = y0 + (size_t)i * ldy;
+        for (int j = 0; j < nt; j++) {
+            __m512 v = _mm512_loadu_ps(c + (size_t)i * ldc + 16 * j);
+            if (add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m[j], yr + 16 * j));
+            _mm512_mask_storeu_ps(yr + 16 * j, m[j], _mm512_mul_ps(v, s[j]));
+        }
+    }
+}
+
 TGT static void gemm_split(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T,
                            int K, int n0, int n1, void *work) {
     const int ks_n = ksteps_of(K), mb_n = (T + 15) / 16;
+    const bool wlo = dt == CLV_DT_F16;
+    const int kmax = wlo ? KCS / 2 : KCS, bstep = wlo ? 3072 : 1536; /* k steps per block, B elements per step */
     uint16_t *bp = work;
     float *ct = (float *)(bp + (size_t)GP * KCS * 1536); /* [16][48] C staging */
     tile_config();
     for (int g0 = n0; g0 < n1; g0 += NP * GP) {
         const int g1 = g0 + NP * GP < n1 ? g0 + NP * GP : n1, np = (g1 - g0 + NP - 1) / NP;
-        for (int ks0 = 0; ks0 < ks_n; ks0 += KCS) {
-            const int kcs = ks_n - ks0 < KCS ? ks_n - ks0 : KCS;
-            const bool last = ks0 + kcs == ks_n; /* int8 rows' scales go on with the last k block */
+        for (int ks0 = 0; ks0 < ks_n; ks0 += kmax) {
+            const int kcs = ks_n - ks0 < kmax ? ks_n - ks0 : kmax;
+            const bool scaled = scale && ks0 + kcs == ks_n; /* int8 rows' scales go on with the last k block */
             for (int p = 0; p < np; p++) {
                 const int n = g0 + p * NP;
-                (dt == CLV_DT_I8 ? repack_i8 : repack_bf16)(bp + (size_t)p * KCS * 1536, w, K, n,
-                                                            g1 - n < NP ? g1 - n : NP, ks0, kcs, 3);
+                repack(dt, bp + (size_t)p * kmax * bstep, w, K, n, g1 - n < NP ? g1 - n : NP, ks0, kcs, 3);
             }
             for (int mb = 0; mb < mb_n; mb++) {
                 const uint16_t *a = ap + ((size_t)mb * ks_n + ks0) * 1024;
                 const int rows = T - mb * 16 < 16 ? T - mb * 16 : 16;
                 for (int p = 0; p < np; p++) {
                     const int n = g0 + p * NP, nc = g1 - n < NP ? g1 - n : NP;
+                    const uint16_t *b = bp + (size_t)p * kmax * bstep;
                     float *y0 = y + (size_t)mb * 16 * ldy + n;
-                    if (rows == 16 && nc == NP) { /* whole block: C lives in y */
-                        block_1x3(a, bp + (size_t)p * KCS * 1536, kcs, ks0 ? y0 : NULL, (long)ldy * 4);
-                        TILE_STORE(0, y0, (long)ldy * 4);
-                        TILE_STORE(1, y0 + 16, (long)ldy * 4);
-                        TILE_STORE(2, y0 + 32, (long)ldy * 4);
-                        if (scale && last) {
-                            const __m512 s0 = _mm512_loadu_ps(scale + n), s1 = _mm512_loadu_ps(scale + n + 16),
-                                         s2 = _mm512_loadu_ps(scale + n + 32);
-                            for (int i = 0; i < 16; i++) {
-                                float *yr = y0 + (size_t)i * ldy;
-                                _mm512_storeu_ps(yr, _mm512_mul_ps(_mm512_loadu_ps(yr), s0));
-                                _mm512_storeu_ps(yr + 16, _mm512_mul_ps(_mm512_loadu_ps(yr + 16), s1));
-                                _mm512_storeu_ps(yr + 32, _mm512_mul_ps(_mm512_loadu_ps(yr + 32), s2));
-                            }
-                        }
-                        continue;
-                    }
-                    block_1x3(a, bp + (size_t)p * KCS * 1536, kcs, NULL, 0);
-                    TILE_STORE(0, ct, NP * 4);
-                    TILE_STORE(1, ct + 16, NP * 4);
-                    TILE_STORE(2, ct + 32, NP * 4);
-                    const __mmask16 m0 = mask16(nc), m1 = mask16(nc - 16), m2 = mask16(nc - 32);
-                    const bool scaled = scale && last;
-                    const __m512 s0 = scaled ? _mm512_maskz_loadu_ps(m0, scale + n) : _mm512_setzero_ps(),
-                                 s1 = scaled ? _mm512_maskz_loadu_ps(m1, scale + n + 16) : _mm512_setzero_ps(),
-                                 s2 = scaled ? _mm512_maskz_loadu_ps(m2, scale + n + 32) : _mm512_setzero_ps();
-                    for (int i = 0; i < rows; i++) {
-                        float *yr = y + (size_t)(mb * 16 + i) * ldy + n;
-                        const float *c = ct + i * NP;
-                        __m512 c0 = _mm512_load_ps(c), c1 = _mm512_load_ps(c + 16), c2 = _mm512_load_ps(c + 32);
-                        if (ks0) {
-                            c0 = _mm512_add_ps(c0, _mm512_maskz_loadu_ps(m0, yr));
-                            c1 = _mm512_add_ps(c1, _mm512_maskz_loadu_ps(m1, yr + 16));
-                            c2 = _mm512_add_ps(c2, _mm512_maskz_loadu_ps(m2, yr + 32));
-                        }
-                        if (scaled) c0 = _mm512_mul_ps(c0, s0), c1 = _mm512_mul_ps(c1, s1), c2 = _mm512_mul_ps(c2, s2);
-                        _mm512_mask_storeu_ps(yr, m0, c0);
-                        _mm512_mask_storeu_ps(yr + 16, m1, c1);
-                        _mm512_mask_storeu_ps(yr + 32, m2, c2);
-                    }
+                    const bool whole = rows == 16 && nc == NP; /* C lives in y */
+                    const float *cin = whole && ks0 ? y0 : NULL;
+                    if (wlo) block_1x3(a, b, kcs, cin, (long)ldy * 4, true);
+                    else block_1x3(a, b, kcs, cin, (long)ldy * 4, false);
+                    float *c = whole ? y0 : ct;
+                    const long ldc = whole ? ldy : NP;
+                    TILE_STORE(0, c, ldc * 4);
+                    TILE_STORE(1, c + 16, ldc * 4);
+                    TILE_STORE(2, c + 32, ldc * 4);
+                    if (!whole || scaled) store_c(y0, ldy, c, ldc, rows, nc, 3, !whole && ks0, scaled ? scale + n : NULL);
                 }
             }
         }
@@ -296,8 +331,10 @@ TGT static void gemm_split(float *y, int ldy, const uint16_t *ap, const void *w,
 /* One pass: C tiles 0..3 (32 tokens x 32 columns: 0 1 / 2 3) = A . B over
  * kcs k steps; a0/a1 are the two 16-token blocks. 2 x 2 is the shape that
  * loads fewest tiles per product (4 per 4) when there is no lo half to share
- * the B tiles with; 1 x 3 would load 4 per 3. */
-INL void block_2x2(const uint16_t *a0, const uint16_t *a1, const uint16_t *b, int kcs, const float *cin, long ldy) {
+ * the B tiles with; 1 x 3 would load 4 per 3. f16's lo weight tiles are
+ * loaded into the B registers after the hi ones. */
+INL void block_2x2(const uint16_t *a0, const uint16_t *a1, const uint16_t *b, int kcs, const float *cin, long ldy,
+                   bool wlo) {
     if (cin) {
         TILE_LOAD(0, cin, ldy * 4);
         TILE_LOAD(1, cin + 16, ldy * 4);
@@ -310,7 +347,7 @@ INL void block_2x2(const uint16_t *a0, const uint16_t *a1, const uint16_t *b, in
         TILE_ZERO(3);
     }
     for (int ks = 0; ks < kcs; ks++) {
-        const uint16_t *bk = b + (size_t)ks * 1024;
+        const uint16_t *bk = b + (size_t)ks * (wlo ? 2048 : 1024);
         TILE_LOAD(4, a0 + (size_t)ks * 512, 64);
         TILE_LOAD(6, bk, 64);
         TILE_LOAD(5, a1 + (size_t)ks * 512, 64);
@@ -319,6 +356,14 @@ INL void block_2x2(const uint16_t *a0, const uint16_t *a1, const uint16_t *b, in
         TILE_DP(1, 4, 7);
         TILE_DP(2, 5, 6);
         TILE_DP(3, 5, 7);
+        if (wlo) {
+            TILE_LOAD(6, bk + 1024, 64);
+            TILE_LOAD(7, bk + 1536, 64);
+            TILE_DP(0, 4, 6);
+            TILE_DP(1, 4, 7);
+            TILE_DP(2, 5, 6);
+            TILE_DP(3, 5, 7);
+        }
     }
 }
 
@@ -326,48 +371,38 @@ INL void block_2x2(const uint16_t *a0, const uint16_t *a1, const uint16_t *b, in
 TGT static void gemm_one(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T,
                          int K, int n0, int n1, void *work) {
     const int ks_n = ksteps_of(K), mb_n = clv_amx_mblocks(T, true);
+    const bool wlo = dt == CLV_DT_F16;
+    const int kmax = wlo ? KCS / 2 : KCS, bstep = wlo ? 2048 : 1024;
     uint16_t *bp = work;
     float *ct = (float *)(bp + (size_t)GP * KCS * 1536); /* [32][32] C staging */
     tile_config();
     for (int g0 = n0; g0 < n1; g0 += NP1 * GP1) {
         const int g1 = g0 + NP1 * GP1 < n1 ? g0 + NP1 * GP1 : n1, np = (g1 - g0 + NP1 - 1) / NP1;
-        for (int ks0 = 0; ks0 < ks_n; ks0 += KCS) {
-            const int kcs = ks_n - ks0 < KCS ? ks_n - ks0 : KCS;
+        for (int ks0 = 0; ks0 < ks_n; ks0 += kmax) {
+            const int kcs = ks_n - ks0 < kmax ? ks_n - ks0 : kmax;
             const bool scaled = scale && ks0 + kcs == ks_n; /* int8 rows' scales go on with the last k block */
             for (int p = 0; p < np; p++) {
                 const int n = g0 + p * NP1;
-                (dt == CLV_DT_I8 ? repack_i8 : repack_bf16)(bp + (size_t)p * KCS * 1024, w, K, n,
-                                                            g1 - n < NP1 ? g1 - n : NP1, ks0, kcs, 2);
+                repack(dt, bp + (size_t)p * kmax * bstep, w, K, n, g1 - n < NP1 ? g1 - n : NP1, ks0, kcs, 2);
             }
             for (int mb = 0; mb < mb_n; mb += 2) {
                 const uint16_t *a0 = ap + ((size_t)mb * ks_n + ks0) * 512, *a1 = a0 + (size_t)ks_n * 512;
                 const int rows = T - mb * 16 < 32 ? T - mb * 16 : 32;
                 for (int p = 0; p < np; p++) {
                     const int n = g0 + p * NP1, nc = g1 - n < NP1 ? g1 - n : NP1;
-                    const uint16_t *b = bp + (size_t)p * KCS * 1024;
+                    const uint16_t *b = bp + (size_t)p * kmax * bstep;
                     float *y0 = y + (size_t)mb * 16 * ldy + n;
                     const bool whole = rows == 32 && nc == NP1; /* C lives in y */
-                    block_2x2(a0, a1, b, kcs, whole && ks0 ? y0 : NULL, ldy);
+                    const float *cin = whole && ks0 ? y0 : NULL;
+                    if (wlo) block_2x2(a0, a1, b, kcs, cin, ldy, true);
+                    else block_2x2(a0, a1, b, kcs, cin, ldy, false);
                     float *c = whole ? y0 : ct;
                     const long ldc = whole ? ldy : NP1;
                     TILE_STORE(0, c, ldc * 4);
                     TILE_STORE(1, c + 16, ldc * 4);
                     TILE_STORE(2, c + 16 * ldc, ldc * 4);
                     TILE_STORE(3, c + 16 * ldc + 16, ldc * 4);
-                    if (whole && !scaled) continue;
-                    const __mmask16 m0 = mask16(nc), m1 = mask16(nc - 16);
-                    const __m512 s0 = scaled ? _mm512_maskz_loadu_ps(m0, scale + n) : _mm512_set1_ps(1.0f),
-                                 s1 = scaled ? _mm512_maskz_loadu_ps(m1, scale + n + 16) : _mm512_set1_ps(1.0f);
-                    for (int i = 0; i < rows; i++) {
-                        float *yr = y0 + (size_t)i * ldy;
-                        __m512 c0 = _mm512_loadu_ps(c + i * ldc), c1 = _mm512_loadu_ps(c + i * ldc + 16);
-                        if (!whole && ks0) {
-                            c0 = _mm512_add_ps(c0, _mm512_maskz_loadu_ps(m0, yr));
-                            c1 = _mm512_add_ps(c1, _mm512_maskz_loadu_ps(m1, yr + 16));
-                        }
-                        _mm512_mask_storeu_ps(yr, m0, _mm512_mul_ps(c0, s0));
-                        _mm512_mask_storeu_ps(yr + 16, m1, _mm512_mul_ps(c1, s1));
-                    }
+                    if (!whole || scaled) store_c(y0, ldy, c, ldc, rows, nc, 2, !whole && ks0, scaled ? scale + n : NULL);
                 }
             }
         }
