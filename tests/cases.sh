@@ -940,6 +940,30 @@ gpu_bp() { # the same on cuda:0 (bf16 weights: hi alone through cuBLAS, activati
 run "gpu/prefill-bf16-ref64" gpu_bp
 run "prefill-bf16/err-bad-value" expect_fail "--prefill-precision 'f16': expected f32 or bf16" "$CLEAVE" logits -m "$DM" --ids 3 --out "$TMP/x" --prefill-precision f16
 
+# `cleave bench --json`: one JSON object whose fields say what ran: the prefill precision asked
+# for, and the bytes a decoded token reads (every matrix once plus one embedding row, counted
+# here from the config: untied llama, bf16)
+bench_json() {
+    local d=$TMP/bench-model prec
+    "$CLEAVE" synth --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 96 --vocab 130 \
+        --dtype bf16 --seed 3 --out "$d" >/dev/null || return 1
+    for prec in f32 bf16; do
+        "$CLEAVE" bench -m "$d" -p 20 -n 3 -r 1 -t 1 --json --prefill-precision $prec | tail -n 1 >"$TMP/bench.json" || return 1
+        python3 - "$TMP/bench.json" "$d/config.json" "$prec" <<'PY' || return 1
+import json, sys
+o, c, prec = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+H, I, L, V = c['hidden_size'], c['intermediate_size'], c['num_hidden_layers'], c['vocab_size']
+kv = c['num_key_value_heads'] * H // c['num_attention_heads']
+want = 2 * (L * (2 * H * H + 2 * kv * H + 3 * H * I) + V * H + H)
+print(o)
+assert o['prefill_precision'] == prec, (o['prefill_precision'], prec)
+assert o['decode_bytes_per_token'] == want, (o['decode_bytes_per_token'], want)
+assert o['pp'] == 20 and o['tg'] == 3 and o['pp_tok_s'] > 0 and o['tg_tok_s'] > 0, o
+PY
+    done
+}
+run "cli/bench-json" bench_json
+
 # ---- text in, text out, on the real model when it can be had -------------------------------
 real_chat() {
     local g d=$TMP/smol

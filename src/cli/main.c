@@ -1100,14 +1100,16 @@ static int cmd_bench(args *a) {
         return finish_ranks(0);
     }
     if (json) {
-        printf("{\"pp\":%d,\"tg\":%d,\"devices\":\"%s\",\"isa\":\"%s\",\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
+        printf("{\"pp\":%d,\"tg\":%d,\"devices\":\"%s\",\"isa\":\"%s\",\"prefill_precision\":\"%s\","
+               "\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
                "\"decode_bytes_per_token\":%llu,\"decode_gb_s\":%.3f,\"disk_bytes_read\":%llu,\"gpu_copy_gbs\":%.1f}\n",
-               pp, tg, be_desc(m), clv_cpu_isa(), best_pp, best_tg, (unsigned long long)m->decode_bytes, gbs,
+               pp, tg, be_desc(m), clv_cpu_isa(), m->bf16_prefill ? "bf16" : "f32", best_pp, best_tg,
+               (unsigned long long)m->decode_bytes, gbs,
                (unsigned long long)(m->streamer ? clv_streamer_bytes_read(m->streamer) : 0), copy_gbs);
     } else {
         printf("model    %s (%s, %.1f MiB of weights)\n", dir, clv_arch_name(m->cfg.arch), m->weight_bytes / 1048576.0);
         printf("devices  %s (%s)\n", be_desc(m), clv_cpu_isa());
-        printf("pp%-5d  %10.2f tok/s\n", pp, best_pp);
+        printf("pp%-5d  %10.2f tok/s   (prefill precision %s)\n", pp, best_pp, m->bf16_prefill ? "bf16" : "f32");
         printf("tg%-5d  %10.2f tok/s   %.2f GB/s of weights (%.1f MB per token)\n", tg, best_tg, gbs,
                m->decode_bytes / 1e6);
         if (copy_gbs > 0)
