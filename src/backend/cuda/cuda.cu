@@ -260,9 +260,9 @@ static bool weight_type(cuda_impl *im, const clv_mat *w, const char *op, int *wt
 /* T <= 8: the GEMV kernel (weights read once). Larger T: cuBLAS, row-major
  * W[rows][cols] being column-major cols x rows, so y^T (rows x T, ld rows) =
  * W^T-op(W) * x^T; 16-bit weights take x as hi + lo (kernels.cu) in two GEMMs
- * (with bf16_prefill, hi alone: one GEMM)
- * with f32 accumulation; f32 weights use SGEMM in the default math mode (no
- * TF32). Bias (and f16's per-token scale) are applied afterwards. */
+ * with f32 accumulation (with bf16_prefill, hi alone in one GEMM: x rounded to
+ * the weights' 16-bit type); f32 weights use SGEMM in the default math mode
+ * (no TF32). Bias (and f16's per-token scale) are applied afterwards. */
 static void cuda_matmul(clv_backend *b, float *y, const float *x, const clv_mat *w, const float *bias, int T) {
     cuda_impl *im = enter(b);
     int wt;
