@@ -289,47 +289,6 @@ INL void store_c(float *y0, long ldy, const float *c, long ldc, int rows, int nc
     }
 }
 
-TGT static void gemm_split(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T,
-                           int K, int n0, int n1, void *work) {
-    const int ks_n = ksteps_of(K), mb_n = (T + 15) / 16;
-    const bool wlo = dt == CLV_DT_F16;
-    const int kmax = wlo ? KCS / 2 : KCS, bstep = wlo ? 3072 : 1536; /* k steps per block, B elements per step */
-    uint16_t *bp = work;
-    float *ct = (float *)(bp + (size_t)GP * KCS * 1536); /* [16][48] C staging */
-    tile_config();
-    for (int g0 = n0; g0 < n1; g0 += NP * GP) {
-        const int g1 = g0 + NP * GP < n1 ? g0 + NP * GP : n1, np = (g1 - g0 + NP - 1) / NP;
-        for (int ks0 = 0; ks0 < ks_n; ks0 += kmax) {
-            const int kcs = ks_n - ks0 < kmax ? ks_n - ks0 : kmax;
-            const bool scaled = scale && ks0 + kcs == ks_n; /* int8 rows' scales go on with the last k block */
-            for (int p = 0; p < np; p++) {
-                const int n = g0 + p * NP;
-                repack(dt, bp + (size_t)p * kmax * bstep, w, K, n, g1 - n < NP ? g1 - n : NP, ks0, kcs, 3);
-            }
-            for (int mb = 0; mb < mb_n; mb++) {
-                const uint16_t *a = ap + ((size_t)mb * ks_n + ks0) * 1024;
-                const int rows = T - mb * 16 < 16 ? T - mb * 16 : 16;
-                for (int p = 0; p < np; p++) {
-                    const int n = g0 + p * NP, nc = g1 - n < NP ? g1 - n : NP;
-                    const uint16_t *b = bp + (size_t)p * kmax * bstep;
-                    float *y0 = y + (size_t)mb * 16 * ldy + n;
-                    const bool whole = rows == 16 && nc == NP; /* C lives in y */
-                    const float *cin = whole && ks0 ? y0 : NULL;
-                    if (wlo) block_1x3(a, b, kcs, cin, (long)ldy * 4, true);
-                    else block_1x3(a, b, kcs, cin, (long)ldy * 4, false);
-                    float *c = whole ? y0 : ct;
-                    const long ldc = whole ? ldy : NP;
-                    TILE_STORE(0, c, ldc * 4);
-                    TILE_STORE(1, c + 16, ldc * 4);
-                    TILE_STORE(2, c + 32, ldc * 4);
-                    if (!whole || scaled) store_c(y0, ldy, c, ldc, rows, nc, 3, !whole && ks0, scaled ? scale + n : NULL);
-                }
-            }
-        }
-    }
-    tile_release();
-}
-
 /* One pass: C tiles 0..3 (32 tokens x 32 columns: 0 1 / 2 3) = A . B over
  * kcs k steps; a0/a1 are the two 16-token blocks. 2 x 2 is the shape that
  * loads fewest tiles per product (4 per 4) when there is no lo half to share
@@ -369,50 +328,59 @@ INL void block_2x2(const uint16_t *a0, const uint16_t *a1, const uint16_t *b, in
     }
 }
 
-/* The same blocking as gemm_split with 32-column panels and 32-token blocks. */
-TGT static void gemm_one(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T,
-                         int K, int n0, int n1, void *work) {
-    const int ks_n = ksteps_of(K), mb_n = clv_amx_mblocks(T, true);
+/* Both modes, one loop: panels of nt column tiles (split 3, one pass 2),
+ * token blocks of rb rows (16, one pass 32), blocked as clv_amx_work_bytes
+ * describes. */
+TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T, int K,
+                      int n0, int n1, void *work, bool one) {
+    const int ks_n = ksteps_of(K), mb_n = clv_amx_mblocks(T, one);
     const bool wlo = dt == CLV_DT_F16;
-    const int kmax = wlo ? KCS / 2 : KCS, bstep = wlo ? 2048 : 1024;
+    const int nt = one ? 2 : 3, pw = 16 * nt, gw = pw * (one ? GP1 : GP), rb = one ? 32 : 16;
+    const int kmax = wlo ? KCS / 2 : KCS;                     /* k steps per block */
+    const size_t bstep = (size_t)nt * 512 * (wlo ? 2 : 1);   /* B elements per k step and panel */
+    const size_t astep = one ? 512 : 1024;                    /* A elements per k step and 16-row block */
     uint16_t *bp = work;
-    float *ct = (float *)(bp + (size_t)GP * KCS * 1536); /* [32][32] C staging */
+    float *ct = (float *)(bp + (size_t)GP * KCS * 1536); /* C staging: [16][48] or [32][32] */
     tile_config();
-    for (int g0 = n0; g0 < n1; g0 += NP1 * GP1) {
-        const int g1 = g0 + NP1 * GP1 < n1 ? g0 + NP1 * GP1 : n1, np = (g1 - g0 + NP1 - 1) / NP1;
+    for (int g0 = n0; g0 < n1; g0 += gw) {
+        const int g1 = g0 + gw < n1 ? g0 + gw : n1, np = (g1 - g0 + pw - 1) / pw;
         for (int ks0 = 0; ks0 < ks_n; ks0 += kmax) {
             const int kcs = ks_n - ks0 < kmax ? ks_n - ks0 : kmax;
             const bool scaled = scale && ks0 + kcs == ks_n; /* int8 rows' scales go on with the last k block */
             for (int p = 0; p < np; p++) {
-                const int n = g0 + p * NP1;
-                repack(dt, bp + (size_t)p * kmax * bstep, w, K, n, g1 - n < NP1 ? g1 - n : NP1, ks0, kcs, 2);
+                const int n = g0 + p * pw;
+                repack(dt, bp + (size_t)p * kmax * bstep, w, K, n, g1 - n < pw ? g1 - n : pw, ks0, kcs, nt);
             }
-            for (int mb = 0; mb < mb_n; mb += 2) {
-                const uint16_t *a0 = ap + ((size_t)mb * ks_n + ks0) * 512, *a1 = a0 + (size_t)ks_n * 512;
-                const int rows = T - mb * 16 < 32 ? T - mb * 16 : 32;
+            for (int mb = 0; mb < mb_n; mb += rb / 16) {
+                const uint16_t *a = ap + ((size_t)mb * ks_n + ks0) * astep;
+                const int rows = T - mb * 16 < rb ? T - mb * 16 : rb;
                 for (int p = 0; p < np; p++) {
-                    const int n = g0 + p * NP1, nc = g1 - n < NP1 ? g1 - n : NP1;
+                    const int n = g0 + p * pw, nc = g1 - n < pw ? g1 - n : pw;
                     const uint16_t *b = bp + (size_t)p * kmax * bstep;
                     float *y0 = y + (size_t)mb * 16 * ldy + n;
-                    const bool whole = rows == 32 && nc == NP1; /* C lives in y */
+                    const bool whole = rows == rb && nc == pw; /* C lives in y */
                     const float *cin = whole && ks0 ? y0 : NULL;
-                    if (wlo) block_2x2(a0, a1, b, kcs, cin, ldy, true);
-                    else block_2x2(a0, a1, b, kcs, cin, ldy, false);
                     float *c = whole ? y0 : ct;
-                    const long ldc = whole ? ldy : NP1;
-                    TILE_STORE(0, c, ldc * 4);
-                    TILE_STORE(1, c + 16, ldc * 4);
-                    TILE_STORE(2, c + 16 * ldc, ldc * 4);
-                    TILE_STORE(3, c + 16 * ldc + 16, ldc * 4);
-                    if (!whole || scaled) store_c(y0, ldy, c, ldc, rows, nc, 2, !whole && ks0, scaled ? scale + n : NULL);
+                    const long ldc = whole ? ldy : pw;
+                    if (one) {
+                        const uint16_t *a1 = a + (size_t)ks_n * 512; /* the pair's second block */
+                        if (wlo) block_2x2(a, a1, b, kcs, cin, ldy, true);
+                        else block_2x2(a, a1, b, kcs, cin, ldy, false);
+                        TILE_STORE(0, c, ldc * 4);
+                        TILE_STORE(1, c + 16, ldc * 4);
+                        TILE_STORE(2, c + 16 * ldc, ldc * 4);
+                        TILE_STORE(3, c + 16 * ldc + 16, ldc * 4);
+                    } else {
+                        if (wlo) block_1x3(a, b, kcs, cin, (long)ldy * 4, true);
+                        else block_1x3(a, b, kcs, cin, (long)ldy * 4, false);
+                        TILE_STORE(0, c, ldc * 4);
+                        TILE_STORE(1, c + 16, ldc * 4);
+                        TILE_STORE(2, c + 32, ldc * 4);
+                    }
+                    if (!whole || scaled) store_c(y0, ldy, c, ldc, rows, nc, nt, !whole && ks0, scaled ? scale + n : NULL);
                 }
             }
         }
     }
     tile_release();
-}
-
-void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T, int K,
-                  int n0, int n1, void *work, bool one) {
-    (one ? gemm_one : gemm_split)(y, ldy, ap, w, dt, scale, T, K, n0, n1, work);
 }
