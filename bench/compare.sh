@@ -63,17 +63,15 @@ for t in $THREADS; do BW[$t]=$(sed -n "s/.*threads=$t \([0-9.]*\).*/\1/p" <<<"$b
 log "stream: $bwline"
 
 # ---- cleave -------------------------------------------------------------------------
+# as it is, and with a prompt's activations rounded to bf16 as the peers do
 for t in $THREADS; do
-    wait_idle
-    j=$("$CLEAVE" bench -m "$MODEL" -p "$PP" -n "$TG" -t "$t" -r "$REPS" --json)
-    ROW[cleave,$t]=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['pp_tok_s'], d['tg_tok_s'])" "$j")
-    ISA=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['isa'])" "$j")
-    log "cleave -t $t: ${ROW[cleave,$t]}"
-    # the same with a prompt's activations rounded to bf16, as the peers do
-    wait_idle
-    j=$("$CLEAVE" bench -m "$MODEL" -p "$PP" -n "$TG" -t "$t" -r "$REPS" --json --prefill-precision bf16)
-    ROW[cleave-bf16pp,$t]=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['pp_tok_s'], d['tg_tok_s'])" "$j")
-    log "cleave --prefill-precision bf16 -t $t: ${ROW[cleave-bf16pp,$t]}"
+    for row in "cleave|f32" "cleave-bf16pp|bf16"; do
+        wait_idle
+        j=$("$CLEAVE" bench -m "$MODEL" -p "$PP" -n "$TG" -t "$t" -r "$REPS" --json --prefill-precision "${row#*|}")
+        ROW[${row%|*},$t]=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['pp_tok_s'], d['tg_tok_s'])" "$j")
+        ISA=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['isa'])" "$j")
+        log "cleave --prefill-precision ${row#*|} -t $t: ${ROW[${row%|*},$t]}"
+    done
 done
 CLEAVE_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src 2>/dev/null || echo "+changes")
 

@@ -224,11 +224,11 @@ TGT static void repack(clv_dtype dt, uint16_t *bp, const void *w, int K, int n, 
  * operands in L1 against ~75% for 2 x 2 ("Kernel labs" in bench/README.md).
  * With lo weights (f16) the B registers are loaded again with them and
  * multiplied by A's hi half (A lo x W lo, ~2^-18 relative, is left out). */
-INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *cin, long ldc, bool wlo) {
+INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *cin, long ldy, bool wlo) {
     if (cin) {
-        TILE_LOAD(0, cin, ldc);
-        TILE_LOAD(1, cin + 16, ldc);
-        TILE_LOAD(2, cin + 32, ldc);
+        TILE_LOAD(0, cin, ldy * 4);
+        TILE_LOAD(1, cin + 16, ldy * 4);
+        TILE_LOAD(2, cin + 32, ldy * 4);
     } else {
         TILE_ZERO(0);
         TILE_ZERO(1);
@@ -258,11 +258,11 @@ INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *c
     }
 }
 
-/* Blocking: a group of GP panels (GP x 48 columns) and a block of KCS k
- * steps of its weights are repacked together (GP x KCS x 3 KiB = 768 KiB,
- * L2); every 16-token block of A's matching slice (16 x 1024 x 4 bytes)
- * then runs against each panel of the group from L1/L2, and partial sums
- * over k blocks are added into y. Weights are read from memory once. */
+/* Blocking: a group of 384 columns (GP panels of 48, one pass GP1 of 32) and
+ * a block of KCS k steps (f16: KCS / 2) of its weights are repacked together
+ * (768 KiB, L2); every token block (16 rows, one pass 32) of A's matching
+ * slice then runs against each panel of the group from L1/L2, and partial
+ * sums over k blocks are added into y. Weights are read from memory once. */
 size_t clv_amx_work_bytes(int K) {
     (void)K; /* both modes: GP x 3 = GP1 x 2 tiles per k step, and C staging of 32 x 32 >= 16 x 48 floats */
     return (size_t)GP * KCS * 3 * 1024 + 32 * NP1 * sizeof(float);
@@ -371,8 +371,8 @@ TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_
                         TILE_STORE(2, c + 16 * ldc, ldc * 4);
                         TILE_STORE(3, c + 16 * ldc + 16, ldc * 4);
                     } else {
-                        if (wlo) block_1x3(a, b, kcs, cin, (long)ldy * 4, true);
-                        else block_1x3(a, b, kcs, cin, (long)ldy * 4, false);
+                        if (wlo) block_1x3(a, b, kcs, cin, ldy, true);
+                        else block_1x3(a, b, kcs, cin, ldy, false);
                         TILE_STORE(0, c, ldc * 4);
                         TILE_STORE(1, c + 16, ldc * 4);
                         TILE_STORE(2, c + 32, ldc * 4);
