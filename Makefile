@@ -23,11 +23,12 @@ HAVE_AVX512   := $(call cpu_has,avx512f)
 HAVE_AVX512BF := $(call cpu_has,avx512_bf16)
 HAVE_AMX      := $(call cpu_has,amx_bf16)
 NPROC         := $(shell nproc 2>/dev/null || echo 1)
+NCORES        := $(shell lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^\#' | sort -u | wc -l)
 NVCC          := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 NCCL_H        := $(firstword $(wildcard /usr/include/nccl.h /usr/local/cuda/include/nccl.h))
 MPICC         := $(shell command -v mpicc 2>/dev/null)
 ifndef CLV_QUIET_CONFIG
-$(info cleave build: cpu avx2=$(HAVE_AVX2) avx512=$(HAVE_AVX512) avx512-bf16=$(HAVE_AVX512BF) amx-bf16=$(HAVE_AMX); threads=$(NPROC) online cpus; kernels: scalar + avx2 + avx512, chosen at run time)
+$(info cleave build: cpu avx2=$(HAVE_AVX2) avx512=$(HAVE_AVX512) avx512-bf16=$(HAVE_AVX512BF) amx-bf16=$(HAVE_AMX); $(NPROC) online cpus on $(if $(filter-out 0,$(NCORES)),$(NCORES),$(NPROC)) physical cores (default threads: one per core); kernels: scalar + avx2 + avx512, chosen at run time)
 $(info cleave build: nvcc=$(if $(NVCC),$(NVCC) (cuda backend built for sm_90 + PTX),not found (cuda backend not built)) nccl=$(if $(and $(NVCC),$(NCCL_H)),found (nccl communicator built),not found (nccl communicator not built)) mpi=$(if $(MPICC),$(MPICC) (MPI communicator built),not found (MPI communicator not built)))
 export CLV_QUIET_CONFIG := 1
 endif

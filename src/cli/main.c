@@ -286,16 +286,24 @@ static void start_ranks(args *a, clv_load_opts *lo) {
     if (to && !clv_parse_f64(to, &timeout)) die("CLV_COMM_TIMEOUT=%s is not a number of seconds", to);
     if (clv_comm_open(&g_comm, &ri, timeout, &st)) die_st(&st);
     clv_log_set_rank(g_comm->rank);
-    /* each local rank gets its share of the cores */
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int per = ncpu / ri.local_world > 0 ? (int)(ncpu / ri.local_world) : 1;
-    if (lo->n_threads == 0) lo->n_threads = per;
-    if (ncpu >= ri.local_world) {
+    /* each local rank gets its share of the physical cores (with their SMT
+     * siblings) and, by default, a thread per core of it */
+    clv_topology *topo = malloc(sizeof *topo);
+    if (!topo) die("out of memory");
+    if (clv_topology_detect(topo, &st)) die_st(&st);
+    int *cpus = malloc(sizeof(int) * (size_t)topo->n_cpus), cores = 0;
+    if (!cpus) die("out of memory");
+    int n = clv_topology_share(topo, ri.local_rank, ri.local_world, cpus, &cores);
+    if (lo->n_threads == 0) lo->n_threads = cores > 0 ? cores : 1;
+    if (n > 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
-        for (int i = 0; i < per; i++) CPU_SET(ri.local_rank * per + i, &set);
+        for (int i = 0; i < n; i++)
+            if (cpus[i] < CPU_SETSIZE) CPU_SET(cpus[i], &set);
         sched_setaffinity(0, sizeof set, &set);
     }
+    free(cpus);
+    free(topo);
     /* ranks on GPUs all-reduce with NCCL, one GPU each; ranks sharing a GPU
      * (or a build without NCCL) stage through host memory instead */
     const char *dm = lo->device_map;

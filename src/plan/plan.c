@@ -85,46 +85,107 @@ static bool read_small(const char *path, char *buf, size_t cap) {
     return n > 0;
 }
 
-int clv_topology_detect(clv_topology *t, clv_status *st) {
+/* A CPU's core: its lowest-numbered SMT sibling (itself when the kernel does not say). */
+static int core_of(const char *root, int c) {
+    char p[512], buf[4096];
+    snprintf(p, sizeof p, "%s/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list", root, c);
+    int sib[CLV_MAX_CPUS], ns = read_small(p, buf, sizeof buf) ? parse_cpulist(buf, sib, CLV_MAX_CPUS) : 0, core = c;
+    for (int k = 0; k < ns; k++) core = sib[k] < core ? sib[k] : core;
+    return core;
+}
+
+/* Orders cpus[0..n) core first (each core's first listed CPU, then the second
+ * siblings, ...; stable), fills core[] to match when given, returns the number
+ * of distinct cores. */
+static int order_by_core(const char *root, int *cpus, int *core, int n) {
+    int *c = malloc(sizeof(int) * (size_t)n * 3), *rank = c + n, *out = c + 2 * n, cores = 0, max_rank = 0;
+    if (!c) return n; /* left as listed, every CPU counted as a core */
+    for (int i = 0; i < n; i++) {
+        c[i] = core_of(root, cpus[i]);
+        rank[i] = 0;
+        for (int j = 0; j < i; j++) rank[i] += c[j] == c[i];
+        cores += rank[i] == 0;
+        max_rank = rank[i] > max_rank ? rank[i] : max_rank;
+    }
+    int k = 0;
+    for (int r = 0; r <= max_rank; r++)
+        for (int i = 0; i < n; i++)
+            if (rank[i] == r) out[k++] = i;
+    for (int i = 0; i < n; i++) rank[i] = cpus[out[i]]; /* rank is free now: the ordered CPUs */
+    for (int i = 0; i < n; i++) out[i] = c[out[i]];      /* and their cores */
+    memcpy(cpus, rank, sizeof(int) * (size_t)n);
+    if (core) memcpy(core, out, sizeof(int) * (size_t)n);
+    free(c);
+    return cores;
+}
+
+int clv_topology_detect(clv_topology *t, clv_status *st) { return clv_topology_detect_at(t, "", st); }
+
+int clv_topology_detect_at(clv_topology *t, const char *root, clv_status *st) {
     memset(t, 0, sizeof *t);
-    char buf[4096];
-    if (read_small("/sys/devices/system/cpu/online", buf, sizeof buf)) t->n_cpus = parse_cpulist(buf, t->cpus, CLV_MAX_CPUS);
+    char buf[4096], p[512];
+    snprintf(p, sizeof p, "%s/sys/devices/system/cpu/online", root);
+    if (read_small(p, buf, sizeof buf)) t->n_cpus = parse_cpulist(buf, t->cpus, CLV_MAX_CPUS);
     if (t->n_cpus == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         t->n_cpus = n > 0 ? (int)(n < CLV_MAX_CPUS ? n : CLV_MAX_CPUS) : 1;
         for (int i = 0; i < t->n_cpus; i++) t->cpus[i] = i;
     }
+    t->n_cores = order_by_core(root, t->cpus, t->cpu_core, t->n_cpus);
     /* NUMA nodes with CPUs, when there are several */
     for (int node = 0; node < CLV_MAX_DEVICES; node++) {
-        char p[128];
-        snprintf(p, sizeof p, "/sys/devices/system/node/node%d/cpulist", node);
+        snprintf(p, sizeof p, "%s/sys/devices/system/node/node%d/cpulist", root, node);
         if (!read_small(p, buf, sizeof buf)) break;
-        int n = parse_cpulist(buf, t->group_cpus[t->n_groups], 64);
-        if (n > 0) t->group_ncpus[t->n_groups++] = n;
+        int g = t->n_groups, n = parse_cpulist(buf, t->group_cpus[g], CLV_MAX_GROUP_CPUS);
+        if (n == 0) continue;
+        t->group_ncpus[g] = n;
+        t->group_ncores[g] = order_by_core(root, t->group_cpus[g], NULL, n);
+        t->n_groups++;
     }
     t->numa = t->n_groups > 1;
     if (!t->numa) {
         /* one node: a group per physical core (SMT siblings together) */
+        int gcore[CLV_MAX_DEVICES];
         t->n_groups = 0;
-        for (int i = 0; i < t->n_cpus && t->n_groups < CLV_MAX_DEVICES; i++) {
-            int c = t->cpus[i], first = c;
-            char p[160];
-            snprintf(p, sizeof p, "/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list", c);
-            int sib[64], ns = read_small(p, buf, sizeof buf) ? parse_cpulist(buf, sib, 64) : 0;
-            for (int k = 0; k < ns; k++) first = sib[k] < first ? sib[k] : first;
-            if (first != c) continue; /* a sibling of a core already grouped */
-            int g = t->n_groups++;
-            if (ns == 0) sib[ns++] = c;
-            for (int k = 0; k < ns; k++) t->group_cpus[g][k] = sib[k];
-            t->group_ncpus[g] = ns;
+        memset(t->group_ncpus, 0, sizeof t->group_ncpus);
+        for (int i = 0; i < t->n_cpus; i++) {
+            int g = -1;
+            for (int k = 0; k < t->n_groups; k++)
+                if (gcore[k] == t->cpu_core[i]) g = k;
+            if (g < 0) {
+                if (t->n_groups == CLV_MAX_DEVICES) continue;
+                g = t->n_groups++;
+                gcore[g] = t->cpu_core[i];
+                t->group_ncores[g] = 1;
+            }
+            if (t->group_ncpus[g] < CLV_MAX_GROUP_CPUS) t->group_cpus[g][t->group_ncpus[g]++] = t->cpus[i];
         }
     }
-    if (read_small("/proc/meminfo", buf, sizeof buf)) {
+    snprintf(p, sizeof p, "%s/proc/meminfo", root);
+    if (read_small(p, buf, sizeof buf)) {
         char *m = strstr(buf, "MemAvailable:");
         if (m) t->mem_available = (uint64_t)strtoull(m + 13, NULL, 10) * 1024;
     }
-    if (!t->mem_available) return clv_fail(st, CLV_EIO, "cannot read MemAvailable from /proc/meminfo");
+    if (!t->mem_available) return clv_fail(st, CLV_EIO, "cannot read MemAvailable from %s", p);
     return 0;
+}
+
+int clv_topology_share(const clv_topology *t, int part, int parts, int *out, int *cores) {
+    const int per = parts > 0 ? t->n_cores / parts : 0;
+    *cores = per;
+    if (per < 1 || part < 0 || part >= parts) return 0;
+    int n = 0;
+    for (int i = 0; i < t->n_cpus; i++) {
+        int core = 0; /* which core, counted in the core-first list's first section */
+        while (core < t->n_cores && t->cpu_core[core] != t->cpu_core[i]) core++;
+        if (core / per == part) out[n++] = t->cpus[i];
+    }
+    return n;
+}
+
+int clv_topology_threads(const clv_topology *t, int group) {
+    int n = group < 0 ? t->n_cores : group < t->n_groups ? t->group_ncores[group] : 0;
+    return n > 0 ? n : 1;
 }
 
 /* ---- sizes ------------------------------------------------------------------------ */

@@ -22,14 +22,21 @@ typedef struct clv_device {
 #define CLV_MAX_DEVICES 16
 #define CLV_MAX_CPUS 1024
 
+#define CLV_MAX_GROUP_CPUS 256
+
 /* What this machine has: CPU groups (NUMA nodes, or physical cores when there
- * is one node), their CPUs, and free memory. */
+ * is one node), their CPUs, and free memory. CPU lists are ordered core first:
+ * one CPU of every core, then the second SMT siblings, and so on, so that the
+ * first n_cores entries (group_ncores of a group) are distinct cores. */
 typedef struct clv_topology {
     int n_groups;
     int group_ncpus[CLV_MAX_DEVICES];
-    int group_cpus[CLV_MAX_DEVICES][64];
+    int group_ncores[CLV_MAX_DEVICES];
+    int group_cpus[CLV_MAX_DEVICES][CLV_MAX_GROUP_CPUS];
     int n_cpus;              /* online CPUs in all */
+    int n_cores;             /* physical cores they belong to (SMT siblings counted once) */
     int cpus[CLV_MAX_CPUS];
+    int cpu_core[CLV_MAX_CPUS]; /* core of cpus[i]: its lowest-numbered SMT sibling */
     uint64_t mem_available;  /* bytes, MemAvailable */
     bool numa;               /* groups are NUMA nodes (else cores) */
     int n_gpus;              /* CUDA devices (filled by the caller, which can ask the driver) */
@@ -37,6 +44,16 @@ typedef struct clv_topology {
     char gpu_why[160];       /* why there are none */
 } clv_topology;
 int clv_topology_detect(clv_topology *t, clv_status *st);
+/* The same from a copy of /sys and /proc under root ("" is the machine's own). */
+int clv_topology_detect_at(clv_topology *t, const char *root, clv_status *st);
+/* Threads a CPU device runs by default: its physical cores (device -1: "cpu",
+ * every core; N: group N). */
+int clv_topology_threads(const clv_topology *t, int group);
+/* Part `part` of `parts` equal shares of the physical cores (as many as fit;
+ * at least one core each): writes the CPUs of its cores, SMT siblings
+ * included, to out (room for n_cpus) and returns how many, or 0 when there
+ * are fewer cores than parts. *cores gets the share's core count. */
+int clv_topology_share(const clv_topology *t, int part, int parts, int *out, int *cores);
 
 int clv_device_parse(const char *s, clv_device *d, clv_status *st);
 void clv_device_str(const clv_device *d, char *buf, size_t cap);

@@ -1070,11 +1070,13 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
         char name[32];
         clv_device_str(dev, name, sizeof name);
         const int *cpus = NULL;
-        int threads = opts && opts->n_threads > 0 ? opts->n_threads : m->topo.n_cpus;
+        /* default: one thread per physical core (SMT siblings add no bandwidth) */
+        const int want = opts && opts->n_threads > 0 ? opts->n_threads : 0;
+        int threads = want ? want : clv_topology_threads(&m->topo, -1);
         if (dev->kind == CLV_DEV_CPU && dev->index >= 0) {
-            cpus = m->topo.group_cpus[dev->index];
+            cpus = m->topo.group_cpus[dev->index]; /* cores first: threads land on distinct cores */
             int n = m->topo.group_ncpus[dev->index];
-            threads = opts && opts->n_threads > 0 && opts->n_threads < n ? opts->n_threads : n;
+            threads = want ? (want < n ? want : n) : clv_topology_threads(&m->topo, dev->index);
         }
         if (dev->kind == CLV_DEV_CUDA) {
             if (!(m->be[d] = clv_cuda_backend_new(name, m->gpu_base + dev->index, st))) {
