@@ -77,6 +77,18 @@ int main(int argc, char **argv) {
         }
         printf("%-8s attention T=%d 32/4 heads hd 64  %8.2f ms  %7.1f GFLOP/s\n", lv, T, best * 1e3,
                4.0 * nh * hd * (T * (T + 1) / 2.0) / best / 1e9);
+        /* one decoded token over the same T keys (the key-split path) */
+        clv_attn_args d = a;
+        d.T = 1, d.pos0 = T - 1;
+        best = 1e30;
+        for (int rep = 0; rep < 20 * reps + 1; rep++) {
+            double t0 = clv_now();
+            b->ops->attention(b, o, q + (size_t)(T - 1) * nh * hd, kc, vc, &d);
+            double dt = clv_now() - t0;
+            if (rep && dt < best) best = dt;
+        }
+        printf("%-8s attention decode, %d keys          %8.3f ms  %7.1f GB/s of K and V\n", lv, T, best * 1e3,
+               2.0 * T * nkv * hd * sizeof(float) / best / 1e9);
         clv_free(q), clv_free(o), clv_free(kc), clv_free(vc);
         b->ops->destroy(b);
     }

@@ -205,6 +205,10 @@ static void test_attention(clv_backend *b, const char *lvl) {
         {1, 0, 4, 4, 16, 0},    {1, 70, 8, 2, 64, 0},   {1, 130, 32, 4, 64, 0}, {5, 3, 4, 1, 24, 0},
         {17, 0, 6, 2, 40, 0},   {33, 10, 4, 2, 80, 0},  {70, 0, 8, 1, 64, 0},   {129, 0, 2, 2, 24, 5},
         {40, 100, 4, 2, 32, 37}, {1, 200, 4, 2, 16, 64}, {3, 0, 130, 1, 8, 0},  {65, 64, 3, 3, 100, 0},
+        /* one token over enough keys to be cut into splits (cpu.c): 2..10 of them, a window,
+         * more rows than a tile takes, a single kv head */
+        {1, 700, 8, 2, 64, 0},  {1, 1500, 32, 4, 64, 0}, {1, 5000, 2, 2, 24, 0}, {1, 2000, 4, 1, 80, 300},
+        {1, 300, 130, 1, 8, 0}, {1, 257, 6, 3, 40, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         test_attention_one(b, lvl, cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4], cases[i][5]);

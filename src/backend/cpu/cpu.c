@@ -39,6 +39,7 @@ typedef struct cpu_impl {
     scratch *work;  /* [nth] packed weight panels (gemm, AMX) */
     attn_buf *attn; /* [nth] */
     scratch a_pack; /* AMX: activations packed as bf16 hi/lo tiles, shared by all threads */
+    scratch attn_part; /* decode attention: each key split's o, m and l per head */
 } cpu_impl;
 
 static cpu_impl *impl_of(clv_backend *b) { return b->impl; }
@@ -293,7 +294,7 @@ static void attn_task(void *ctx, int ith, int nth) {
             }
         }
         clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + (size_t)kvh * hd, j->vc + (size_t)kvh * hd,
-                              a->kv_stride, ab->o, ab->work};
+                              a->kv_stride, ab->o, ab->work, NULL, NULL};
         j->im->k->attn_tile(&tile);
         R = 0;
         for (int t = t0; t < t1; t++)
@@ -302,10 +303,91 @@ static void attn_task(void *ctx, int ith, int nth) {
     }
 }
 
+/* Decode (one token): the keys are cut into splits, one work item each, and
+ * an item runs every kv head over its split, so every core has work however
+ * few kv heads there are (the tiles above give a 4-kv-head model 4 items in
+ * all), and long contexts are spread evenly. Each split leaves its
+ * normalised output with its rows' m and l; the splits are then merged as
+ * flash-decoding does. */
+#define ATTN_SPLIT_KEYS 512 /* most keys per split (more splits than threads: even finish) */
+#define ATTN_SPLIT_MIN 64   /* fewest: below that one item runs all the keys */
+
+typedef struct {
+    cpu_impl *im;
+    const float *q, *kc, *vc;
+    const clv_attn_args *a;
+    int lo, len, n_split; /* keys lo .. lo + len - 1, in n_split equal parts */
+    float *part;          /* [n_split][n_heads][hd + 2]: o, m, l */
+    _Atomic int next;
+} attn_split_job;
+
+static void attn_split_task(void *ctx, int ith, int nth) {
+    (void)nth;
+    attn_split_job *j = ctx;
+    const clv_attn_args *a = j->a;
+    const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads, pw = hd + 2;
+    attn_buf *ab = &j->im->attn[ith];
+    for (int s; (s = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_split;) {
+        const int k0 = j->lo + (int)((int64_t)j->len * s / j->n_split), k1 = j->lo + (int)((int64_t)j->len * (s + 1) / j->n_split);
+        for (int kvh = 0; kvh < a->n_kv_heads; kvh++)
+            for (int h0 = kvh * group; h0 < (kvh + 1) * group; h0 += CLV_ATTN_MAX_ROWS) {
+                const int R = (kvh + 1) * group - h0 < CLV_ATTN_MAX_ROWS ? (kvh + 1) * group - h0 : CLV_ATTN_MAX_ROWS;
+                float m[CLV_ATTN_MAX_ROWS], l[CLV_ATTN_MAX_ROWS];
+                for (int r = 0; r < R; r++) {
+                    const float *src = j->q + (size_t)(h0 + r) * hd;
+                    for (int d = 0; d < hd; d++) ab->q[(size_t)r * hd + d] = src[d] * a->scale;
+                    ab->lo[r] = k0;
+                    ab->hi[r] = k1 - 1;
+                }
+                clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + (size_t)kvh * hd, j->vc + (size_t)kvh * hd,
+                                      a->kv_stride, ab->o, ab->work, m, l};
+                j->im->k->attn_tile(&tile);
+                for (int r = 0; r < R; r++) {
+                    float *p = j->part + ((size_t)s * a->n_heads + h0 + r) * pw;
+                    memcpy(p, ab->o + (size_t)r * hd, sizeof(float) * (size_t)hd);
+                    p[hd] = m[r], p[hd + 1] = l[r];
+                }
+            }
+    }
+}
+
+/* out[h] = sum_s w_s o_s / sum_s w_s, w_s = l_s exp(m_s - max m) */
+static void attn_merge(float *out, const float *part, int n_split, int n_heads, int hd) {
+    const int pw = hd + 2;
+    for (int h = 0; h < n_heads; h++) {
+        float mx = -INFINITY, wsum = 0, w[64];
+        for (int s = 0; s < n_split; s++) mx = fmaxf(mx, part[((size_t)s * n_heads + h) * pw + hd]);
+        float *o = out + (size_t)h * hd;
+        memset(o, 0, sizeof(float) * (size_t)hd);
+        for (int s = 0; s < n_split; s++) {
+            const float *p = part + ((size_t)s * n_heads + h) * pw;
+            wsum += w[s] = p[hd + 1] * expf(p[hd] - mx);
+            for (int d = 0; d < hd; d++) o[d] += w[s] * p[d];
+        }
+        for (int d = 0; d < hd; d++) o[d] /= wsum;
+    }
+}
+
 static void cpu_attention(clv_backend *b, float *out, const float *q, const float *kc, const float *vc,
                           const clv_attn_args *a) {
     CLV_ASSERT(a->head_dim <= CLV_MAX_HEAD_DIM && a->n_heads % a->n_kv_heads == 0);
     const int group = a->n_heads / a->n_kv_heads;
+    if (a->T == 1) {
+        const int pos = a->pos0, lo = a->window > 0 && pos - a->window + 1 > 0 ? pos - a->window + 1 : 0, len = pos + 1 - lo;
+        cpu_impl *im = impl_of(b);
+        int n_split = (len + ATTN_SPLIT_KEYS - 1) / ATTN_SPLIT_KEYS;
+        if (n_split < im->nth) n_split = im->nth;
+        if (n_split > len / ATTN_SPLIT_MIN) n_split = len / ATTN_SPLIT_MIN;
+        if (n_split > 64) n_split = 64;
+        float *part = n_split > 1 ? scratch_get(&im->attn_part, sizeof(float) * (size_t)n_split * a->n_heads * (a->head_dim + 2)) : NULL;
+        if (part) { /* else (one split, or no memory for the parts) the tiles below */
+            attn_split_job j = {.im = im, .q = q, .kc = kc, .vc = vc, .a = a, .lo = lo, .len = len, .n_split = n_split, .part = part};
+            atomic_init(&j.next, 0);
+            clv_pool_run(im->pool, attn_split_task, &j);
+            attn_merge(out, part, n_split, a->n_heads, a->head_dim);
+            return;
+        }
+    }
     attn_job j = {.im = impl_of(b), .out = out, .q = q, .kc = kc, .vc = vc, .a = a};
     j.hc = group < CLV_ATTN_MAX_ROWS ? group : CLV_ATTN_MAX_ROWS;
     j.n_hc = (group + j.hc - 1) / j.hc;
@@ -392,6 +474,7 @@ static void impl_free(cpu_impl *im) {
     free(im->work);
     free(im->attn);
     clv_free(im->a_pack.p);
+    clv_free(im->attn_part.p);
     free(im);
 }
 

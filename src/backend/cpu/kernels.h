@@ -26,6 +26,8 @@ typedef struct clv_attn_tile {
     int stride;
     float *o;             /* [R][hd] */
     float *work;          /* clv_attn_work_floats(R, hd) floats, 64-byte aligned */
+    float *m, *l;         /* optional [R]: each row's largest (scaled) score and sum of exp(score - m),
+                           * with which partial results over disjoint key ranges are merged */
 } clv_attn_tile;
 
 /* Keys per block in the attention kernels, and the most rows in one tile. */

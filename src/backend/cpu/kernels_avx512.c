@@ -504,6 +504,7 @@ TGT static void attn_tile(const clv_attn_tile *a) {
         }
     }
     for (int r = 0; r < R; r++) {
+        if (a->m) a->m[r] = mrow[r], a->l[r] = lrow[r];
         const __m512 inv = _mm512_set1_ps(1.0f / lrow[r]);
         float *o = a->o + (size_t)r * hd;
         for (int d = 0; d < hd; d += 16) {

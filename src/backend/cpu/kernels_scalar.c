@@ -50,6 +50,7 @@ void clv_attn_tile_scalar(const clv_attn_tile *a) {
             for (int i = 0; i < hd; i++) o[i] += pr * vr[i];
         }
         for (int i = 0; i < hd; i++) o[i] /= l;
+        if (a->m) a->m[r] = m, a->l[r] = l;
     }
 }
 
