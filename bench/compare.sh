@@ -9,7 +9,8 @@
 #   llama.cpp     LLAMA_BENCH=/path/to/llama-bench and LLAMA_CPP_DIR=/path/to/llama.cpp
 #                 (its convert_hf_to_gguf.py makes a bf16 GGUF of MODEL_DIR, cached
 #                 under $WORK; a checkpoint without a tokenizer gets a stand-in
-#                 byte-fallback tokenizer.json, which changes no weight)
+#                 byte-fallback tokenizer.json, which changes no weight); its
+#                 tg is timed after a -p token context (-d), as the others' are
 #   transformers  HF_VENV (default /tmp/hfvenv: torch + transformers; created with
 #                 pip when missing): greedy generate of -n tokens after a -p token
 #                 prompt in bf16, prefill timed separately
@@ -26,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 1 && $1 != -h && $1 != --help ]] || usage
 MODEL=$(cd "$1" && pwd); shift
 THREADS="1 2" PP=512 TG=128 REPS=3
@@ -95,21 +96,26 @@ if [[ -n ${LLAMA_BENCH:-} && -n ${LLAMA_CPP_DIR:-} ]]; then
         "$PY" "$LLAMA_CPP_DIR/convert_hf_to_gguf.py" "$src" --outtype bf16 --outfile "$GGUF" >"$WORK/convert.log" 2>&1 ||
             { log "conversion failed, see $WORK/convert.log"; exit 1; }
     fi
+    # cleave and transformers decode after the -p token prompt; llama-bench's
+    # tg starts from an empty context unless given that depth (-d)
+    DEPTH=()
+    DEPTH_NOTE="tg from an empty context: this llama-bench has no -d"
+    lb_help=$("$LLAMA_BENCH" --help 2>&1 || true)
+    if [[ $lb_help == *--n-depth* ]]; then DEPTH=(-d "$PP"); DEPTH_NOTE="tg after $PP tokens (-d $PP)"; fi
     for t in $THREADS; do
         wait_idle
-        "$LLAMA_BENCH" -m "$GGUF" -p "$PP" -n "$TG" -t "$t" -r "$REPS" -o json >"$WORK/llama.json" 2>"$WORK/llama.err" ||
+        { "$LLAMA_BENCH" -m "$GGUF" -p "$PP" -n 0 -t "$t" -r "$REPS" -o json >"$WORK/llama-pp.json" &&
+          "$LLAMA_BENCH" -m "$GGUF" -p 0 -n "$TG" "${DEPTH[@]}" -t "$t" -r "$REPS" -o json >"$WORK/llama-tg.json"; } 2>"$WORK/llama.err" ||
             { log "llama-bench failed, see $WORK/llama.err"; exit 1; }
         ROW[llama.cpp,$t]=$(python3 -c "
 import json, sys
-rs = json.load(open(sys.argv[1])); pp = tg = 0
-for r in rs:
-    if r['n_prompt'] > 0 and r['n_gen'] == 0: pp = r['avg_ts']
-    if r['n_gen'] > 0 and r['n_prompt'] == 0: tg = r['avg_ts']
-print(pp, tg)" "$WORK/llama.json")
+pp = [r['avg_ts'] for r in json.load(open(sys.argv[1])) if r['n_prompt'] > 0 and r['n_gen'] == 0]
+tg = [r['avg_ts'] for r in json.load(open(sys.argv[2])) if r['n_gen'] > 0 and r['n_prompt'] == 0]
+print(pp[0] if pp else 0, tg[0] if tg else 0)" "$WORK/llama-pp.json" "$WORK/llama-tg.json")
         log "llama.cpp -t $t: ${ROW[llama.cpp,$t]}"
     done
     commit=${LLAMA_CPP_COMMIT:-$(git -C "$LLAMA_CPP_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)}
-    LLAMA_NOTE="llama.cpp $commit (llama-bench, bf16 GGUF, CPU build)"
+    LLAMA_NOTE="llama.cpp $commit (llama-bench, bf16 GGUF, CPU build; $DEPTH_NOTE)"
 fi
 
 # ---- transformers ------------------------------------------------------------------------
