@@ -62,7 +62,7 @@ int main(void) {
     fresh_root();
     put("sys/devices/system/cpu/online", "0-7\n");
     for (int c = 0; c < 8; c++) {
-        char l[16];
+        char l[32];
         snprintf(l, sizeof l, "%d,%d", c % 4, c % 4 + 4);
         siblings(c, l);
     }
@@ -89,7 +89,7 @@ int main(void) {
     fresh_root();
     put("sys/devices/system/cpu/online", "0-7\n");
     for (int c = 0; c < 8; c++) {
-        char l[16];
+        char l[32];
         snprintf(l, sizeof l, "%d-%d", c & ~1, (c & ~1) + 1);
         siblings(c, l);
     }
