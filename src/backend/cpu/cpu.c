@@ -311,6 +311,7 @@ static void attn_task(void *ctx, int ith, int nth) {
  * flash-decoding does. */
 #define ATTN_SPLIT_KEYS 512 /* most keys per split (more splits than threads: even finish) */
 #define ATTN_SPLIT_MIN 64   /* fewest: below that one item runs all the keys */
+#define ATTN_MAX_SPLITS 64
 
 typedef struct {
     cpu_impl *im;
@@ -355,14 +356,15 @@ static void attn_split_task(void *ctx, int ith, int nth) {
 static void attn_merge(float *out, const float *part, int n_split, int n_heads, int hd) {
     const int pw = hd + 2;
     for (int h = 0; h < n_heads; h++) {
-        float mx = -INFINITY, wsum = 0, w[64];
+        float mx = -INFINITY, wsum = 0;
         for (int s = 0; s < n_split; s++) mx = fmaxf(mx, part[((size_t)s * n_heads + h) * pw + hd]);
         float *o = out + (size_t)h * hd;
         memset(o, 0, sizeof(float) * (size_t)hd);
         for (int s = 0; s < n_split; s++) {
             const float *p = part + ((size_t)s * n_heads + h) * pw;
-            wsum += w[s] = p[hd + 1] * expf(p[hd] - mx);
-            for (int d = 0; d < hd; d++) o[d] += w[s] * p[d];
+            const float w = p[hd + 1] * expf(p[hd] - mx);
+            wsum += w;
+            for (int d = 0; d < hd; d++) o[d] += w * p[d];
         }
         for (int d = 0; d < hd; d++) o[d] /= wsum;
     }
@@ -378,7 +380,7 @@ static void cpu_attention(clv_backend *b, float *out, const float *q, const floa
         int n_split = (len + ATTN_SPLIT_KEYS - 1) / ATTN_SPLIT_KEYS;
         if (n_split < im->nth) n_split = im->nth;
         if (n_split > len / ATTN_SPLIT_MIN) n_split = len / ATTN_SPLIT_MIN;
-        if (n_split > 64) n_split = 64;
+        if (n_split > ATTN_MAX_SPLITS) n_split = ATTN_MAX_SPLITS;
         float *part = n_split > 1 ? scratch_get(&im->attn_part, sizeof(float) * (size_t)n_split * a->n_heads * (a->head_dim + 2)) : NULL;
         if (part) { /* else (one split, or no memory for the parts) the tiles below */
             attn_split_job j = {.im = im, .q = q, .kc = kc, .vc = vc, .a = a, .lo = lo, .len = len, .n_split = n_split, .part = part};
