@@ -407,7 +407,7 @@ static int convert_mat(clv_model *m, clv_mat *w, const clv_st_tensor *t, bool wh
     m->owned = ow;
     m->owned[m->n_owned++] = buf;
     float *scale = i8 ? (float *)((uint8_t *)buf + clv_i8_scales_at(w->rows, w->cols)) : NULL;
-    if (i8 && quantize_mat(buf, scale, w, m, t, m->topo.n_cpus))
+    if (i8 && quantize_mat(buf, scale, w, m, t, m->load_threads))
         return clv_fail(st, CLV_ENOMEM, "out of memory quantizing %s", t->name);
     if (!i8) convert_rows(buf, m->want_dt, w->data, w->dt, numel);
     m->decode_bytes += (uint64_t)(((int64_t)held - (int64_t)(numel * clv_dtype_size(w->dt))) / (whole ? 1 : w->rows));
@@ -421,6 +421,7 @@ static int convert_mat(clv_model *m, clv_mat *w, const clv_st_tensor *t, bool wh
 
 static int convert_weights(clv_model *m, const clv_load_opts *o, clv_status *st) {
     if (m->want_dt == CLV_DT_COUNT) return 0;
+    m->load_threads = o && o->n_threads > 0 ? o->n_threads : clv_topology_threads(&m->topo, -1);
     int rc;
     if (m->want_dt == CLV_DT_I8 && (rc = int8_placement(m, st))) return rc;
     const clv_config *c = &m->cfg;

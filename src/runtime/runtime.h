@@ -49,6 +49,7 @@ struct clv_model {
     int head_unit;                  /* -1 if resident */
     int prefill_chunk;
     clv_dtype want_dt;              /* --dtype; CLV_DT_COUNT: as stored */
+    int load_threads;               /* threads converting weights at load (-t, else the physical cores) */
     bool bf16_prefill;              /* --prefill-precision bf16 (every backend's bf16_prefill) */
     clv_st_set offload;             /* converted disk-tier weights (n_files 0: none) */
     /* tensor parallelism */
