@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../backend/backend.h" /* clv_kv_cache_rows */
 #include "../format/json.h"
 #include "../util/util.h"
 
@@ -261,7 +262,7 @@ static int build_modules(const clv_config *c, const clv_module_sizes *ms, int ct
     int n = 0;
     m[n++] = (module){CLV_MOD_EMBED, -1, ms->embed, 0, "model.embed_tokens"};
     for (int l = 0; l < c->n_layers; l++) {
-        m[n] = (module){CLV_MOD_LAYER, l, ms->layer[l], (uint64_t)ctx * ms->kv_per_token_layer, ""};
+        m[n] = (module){CLV_MOD_LAYER, l, ms->layer[l], (uint64_t)clv_kv_cache_rows(ctx) * ms->kv_per_token_layer, ""};
         snprintf(m[n].name, sizeof m[n].name, "model.layers.%d", l);
         n++;
     }
@@ -360,8 +361,8 @@ static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, 
     uint64_t used[CLV_MAX_DEVICES] = {0};
     int cur = 0;
     for (int i = 0; i < nm; i++) {
-        uint64_t reserve_w = 0;
-        for (int j = i + 1; j < nm; j++) reserve_w = m[j].w > reserve_w ? m[j].w : reserve_w;
+        uint64_t reserve_w = 0, kv_rest = 0;
+        for (int j = i + 1; j < nm; j++) reserve_w = m[j].w > reserve_w ? m[j].w : reserve_w, kv_rest += m[j].kv;
         for (;;) {
             int d = cur;
             clv_device dev = p->devices[d];
@@ -371,8 +372,10 @@ static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, 
             }
             bool is_main = d == main_dev || (dev.kind == CLV_DEV_CPU && dev.index < 0);
             /* Accelerate reserves one largest layer for streaming offloaded weights;
-             * cleave double-buffers them, and keeps its scratch. */
-            uint64_t reserve = is_main ? (compat ? reserve_w : staging_for(reserve_w)) : 0;
+             * cleave double-buffers them, and keeps its scratch and the KV cache
+             * of the layers still to come (those that spill to disk are computed,
+             * and keep their cache, here). */
+            uint64_t reserve = is_main ? (compat ? reserve_w : staging_for(reserve_w) + kv_rest) : 0;
             uint64_t avail = budget[d] > (compat ? 0 : scratch) ? budget[d] - (compat ? 0 : scratch) : 0;
             uint64_t size = m[i].w + m[i].kv;
             if (avail >= reserve && used[d] + size <= avail - reserve) {
