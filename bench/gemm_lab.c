@@ -59,11 +59,14 @@ int main(int argc, char **argv) {
         /* attention over a T-token prompt, 32 heads / 4 kv heads, head_dim 64 */
         const int nh = 32, nkv = 4, hd = 64;
         float *q = clv_alloc(sizeof(float) * (size_t)T * nh * hd), *o = clv_alloc(sizeof(float) * (size_t)T * nh * hd);
-        float *kc = clv_alloc(sizeof(float) * (size_t)T * nkv * hd), *vc = clv_alloc(sizeof(float) * (size_t)T * nkv * hd);
+        float *kv = clv_alloc(sizeof(float) * (size_t)T * nkv * hd);
+        float *kc = b->ops->alloc(b, sizeof(float) * clv_kv_cache_floats(T, nkv, hd));
+        float *vc = b->ops->alloc(b, sizeof(float) * clv_kv_cache_floats(T, nkv, hd));
         for (size_t i = 0; i < (size_t)T * nh * hd; i++) q[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
-        for (size_t i = 0; i < (size_t)T * nkv * hd; i++) kc[i] = vc[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
+        for (size_t i = 0; i < (size_t)T * nkv * hd; i++) kv[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
         clv_attn_args a = {.T = T, .pos0 = 0, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .window = 0,
-                           .scale = 0.125f, .kv_stride = nkv * hd};
+                           .scale = 0.125f, .ctx = T};
+        b->ops->kv_store(b, kc, vc, kv, kv, &a);
         double best = 1e30;
         for (int rep = 0; rep < reps + 1; rep++) {
             double t0 = clv_now();
@@ -72,6 +75,8 @@ int main(int argc, char **argv) {
             if (rep && dt < best) best = dt;
         }
         if (one) { /* attention does not depend on it */
+            clv_free(q), clv_free(o), clv_free(kv);
+            b->ops->free(b, kc), b->ops->free(b, vc);
             b->ops->destroy(b);
             continue;
         }
@@ -89,7 +94,8 @@ int main(int argc, char **argv) {
         }
         printf("%-8s attention decode, %d keys          %8.3f ms  %7.1f GB/s of K and V\n", lv, T, best * 1e3,
                2.0 * T * nkv * hd * sizeof(float) / best / 1e9);
-        clv_free(q), clv_free(o), clv_free(kc), clv_free(vc);
+        clv_free(q), clv_free(o), clv_free(kv);
+        b->ops->free(b, kc), b->ops->free(b, vc);
         b->ops->destroy(b);
     }
     return 0;

@@ -39,8 +39,18 @@ typedef struct clv_attn_args {
     int n_heads, n_kv_heads, head_dim;
     int window;     /* 0: full causal; else key j visible to query i iff i - j < window */
     float scale;    /* 1/sqrt(head_dim) */
-    int kv_stride;  /* floats between consecutive positions in the caches */
+    int ctx;        /* positions the caches hold (clv_kv_cache_floats) */
 } clv_attn_args;
+
+/* A layer's key cache and its value cache are clv_kv_cache_floats(ctx, ...)
+ * floats each: per kv head (head-major), clv_kv_cache_rows(ctx) positions of
+ * head_dim floats, in a layout that belongs to the backend (kv_store writes
+ * it, attention reads it; nothing else looks inside). The rows are rounded up
+ * to 16, so that a backend may keep keys in blocks of 16 positions. */
+static inline size_t clv_kv_cache_rows(int ctx) { return ((size_t)ctx + 15) & ~(size_t)15; }
+static inline size_t clv_kv_cache_floats(int ctx, int n_kv_heads, int head_dim) {
+    return clv_kv_cache_rows(ctx) * (size_t)n_kv_heads * (size_t)head_dim;
+}
 
 typedef struct clv_backend clv_backend;
 
@@ -57,7 +67,11 @@ typedef struct clv_backend_ops {
      * cos/sin table rows of positions pos0 .. pos0+T-1 ([pos][head_dim/2] each) */
     void (*rope)(clv_backend *b, float *x, int T, int n_heads, int head_dim, int pos0, const float *cos_t,
                  const float *sin_t);
-    /* out[T][n_heads*head_dim] = softmax(q k^T * scale + causal/window mask) v over cache rows 0..pos0+T-1 */
+    /* Store T new keys and values (k, v: [T][n_kv_heads][head_dim], as the
+     * projections leave them) at positions pos0 .. pos0+T-1 of the caches. */
+    void (*kv_store)(clv_backend *b, float *k_cache, float *v_cache, const float *k, const float *v,
+                     const clv_attn_args *a);
+    /* out[T][n_heads*head_dim] = softmax(q k^T * scale + causal/window mask) v over cache positions 0..pos0+T-1 */
     void (*attention)(clv_backend *b, float *out, const float *q, const float *k_cache, const float *v_cache,
                       const clv_attn_args *a);
     /* g[i] = silu(g[i]) * u[i] */

@@ -93,7 +93,8 @@ struct clv_session {
     int ctx;   /* KV cache capacity in tokens */
     int pos;   /* tokens already in the cache */
     int max_t; /* tokens per forward chunk */
-    float **k_cache, **v_cache; /* per layer [ctx][n_kv_heads*head_dim], on the layer's compute device */
+    float **k_cache, **v_cache; /* per layer [n_kv_heads][ctx][head_dim] (each head's keys contiguous),
+                                 * on the layer's compute device */
     clv_acts host;              /* also the staging between devices */
     clv_acts *dev[CLV_MAX_DEVICES]; /* per plan device with its own memory */
     clv_acts *x_at;             /* where the current hidden states are */

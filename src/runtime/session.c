@@ -63,17 +63,18 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
     s->m = m;
     s->ctx = ctx;
     s->max_t = ctx < m->prefill_chunk ? ctx : m->prefill_chunk;
-    const size_t T = (size_t)s->max_t, kvd = (size_t)c->n_kv_heads * c->head_dim, half = (size_t)c->head_dim / 2;
+    const size_t T = (size_t)s->max_t, half = (size_t)c->head_dim / 2;
     /* Size first, then allocate once; nothing is allocated per token. */
     s->k_cache = calloc((size_t)c->n_layers, sizeof(float *));
     s->v_cache = calloc((size_t)c->n_layers, sizeof(float *));
     if (!s->k_cache || !s->v_cache) goto oom;
     for (int l = 0; l < c->n_layers; l++) {
         clv_backend *be = layer_be(m, l);
-        size_t kvd_l = (size_t)(m->tp.attn_sharded[l] ? m->tp.kv_heads : c->n_kv_heads) * c->head_dim;
-        if (m->stage_of[l] != m->stage) kvd_l = 0; /* another stage's layer */
-        s->k_cache[l] = be->ops->alloc(be, sizeof(float) * (size_t)ctx * kvd_l);
-        s->v_cache[l] = be->ops->alloc(be, sizeof(float) * (size_t)ctx * kvd_l);
+        int nkv_l = m->tp.attn_sharded[l] ? m->tp.kv_heads : c->n_kv_heads;
+        if (m->stage_of[l] != m->stage) nkv_l = 0; /* another stage's layer */
+        const size_t bytes = sizeof(float) * clv_kv_cache_floats(ctx, nkv_l, c->head_dim);
+        s->k_cache[l] = be->ops->alloc(be, bytes);
+        s->v_cache[l] = be->ops->alloc(be, bytes);
         if (!s->k_cache[l] || !s->v_cache[l]) goto oom;
     }
     /* the host set always exists: host-memory backends compute in it, and
@@ -115,7 +116,7 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
 oom:
     clv_session_free(s);
     return clv_fail(st, CLV_ENOMEM, "out of memory allocating a %d-token session (KV cache %.1f MiB)", ctx,
-                    2.0 * c->n_layers * ctx * (double)kvd * 4 / (1 << 20));
+                    2.0 * c->n_layers * (double)clv_kv_cache_floats(ctx, c->n_kv_heads, c->head_dim) * 4 / (1 << 20));
 }
 
 void clv_session_free(clv_session *s) {
@@ -183,7 +184,6 @@ static int layer_forward(clv_session *s, int l, const clv_layer_w *L, int T, clv
     const int H = c->hidden, hd = c->head_dim;
     const int nh = split_attn ? m->tp.heads : c->n_heads, nkv = split_attn ? m->tp.kv_heads : c->n_kv_heads;
     const int I = split_mlp ? m->tp.inter : c->intermediate;
-    const size_t kvd = (size_t)nkv * hd;
     int rc;
 
     /* attention block */
@@ -197,11 +197,10 @@ static int layer_forward(clv_session *s, int l, const clv_layer_w *L, int T, clv
     }
     op->rope(be, a->q, T, nh, hd, s->pos, a->rope_cos, a->rope_sin);
     op->rope(be, a->k, T, nkv, hd, s->pos, a->rope_cos, a->rope_sin);
-    op->copy(be, s->k_cache[l] + (size_t)s->pos * kvd, a->k, sizeof(float) * (size_t)T * kvd);
-    op->copy(be, s->v_cache[l] + (size_t)s->pos * kvd, a->v, sizeof(float) * (size_t)T * kvd);
     clv_attn_args aa = {.T = T, .pos0 = s->pos, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd,
                         .window = c->layer_sliding[l] ? c->sliding_window : 0,
-                        .scale = 1.0f / sqrtf((float)hd), .kv_stride = (int)kvd};
+                        .scale = 1.0f / sqrtf((float)hd), .ctx = s->ctx};
+    op->kv_store(be, s->k_cache[l], s->v_cache[l], a->k, a->v, &aa);
     op->attention(be, a->att, a->q, s->k_cache[l], s->v_cache[l], &aa); /* (T, nh*hd) */
     op->matmul(be, a->xb2, a->att, &L->o, L->o_bias, T);                /* (T, H), partial when split */
     if (split_attn && (rc = reduce(s, a, a->xb2, (size_t)T * H, m->stage, st))) return rc;

@@ -321,31 +321,44 @@ typedef struct {
     int T, pos0, n_heads, n_kv_heads, hd, window;
 } attn_case;
 
+/* Each backend stores the same keys and values in its own cache layout
+ * (kv_store; positions before pos0 first, then the queries' own, as the
+ * session does) and attends over them; the caches hold 3 positions more. */
 static void test_attention_one(const attn_case *c) {
     /* under the CPU emulator (tests/gpu/emu/run.sh) the largest cases would take minutes */
     if (getenv("CLV_CUDA_TEST_SMALL") && (long)c->T * c->n_heads * (c->pos0 + c->T) > 250000) return;
-    const int P = c->pos0 + c->T, stride = c->n_kv_heads * c->hd + 8; /* padded rows: kv_stride is honoured */
-    const size_t nq = (size_t)c->T * c->n_heads * c->hd, nkv = (size_t)P * stride;
+    const int P = c->pos0 + c->T, ctx = P + 3, kvd = c->n_kv_heads * c->hd;
+    const size_t nq = (size_t)c->T * c->n_heads * c->hd, nkv = (size_t)P * kvd;
+    const size_t cb = sizeof(float) * clv_kv_cache_floats(ctx, c->n_kv_heads, c->hd);
     float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nkv), *v = malloc(sizeof(float) * nkv);
     float *oc = malloc(sizeof(float) * nq), *og = malloc(sizeof(float) * nq);
     fill(q, nq, 2.0);
     fill(k, nkv, 2.0);
     fill(v, nkv, 1.0);
-    clv_attn_args a = {.T = c->T, .pos0 = c->pos0, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-                       .head_dim = c->hd, .window = c->window, .scale = 1.0f / sqrtf((float)c->hd), .kv_stride = stride};
-    g_cpu->ops->attention(g_cpu, oc, q, k, v, &a);
+    clv_attn_args a = {.T = c->pos0, .pos0 = 0, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                       .head_dim = c->hd, .window = c->window, .scale = 1.0f / sqrtf((float)c->hd), .ctx = ctx};
+    clv_attn_args b = a;
+    b.T = c->T, b.pos0 = c->pos0;
+    float *hk = g_cpu->ops->alloc(g_cpu, cb), *hv = g_cpu->ops->alloc(g_cpu, cb);
+    if (c->pos0) g_cpu->ops->kv_store(g_cpu, hk, hv, k, v, &a);
+    g_cpu->ops->kv_store(g_cpu, hk, hv, k + (size_t)c->pos0 * kvd, v + (size_t)c->pos0 * kvd, &b);
+    g_cpu->ops->attention(g_cpu, oc, q, hk, hv, &b);
+    g_cpu->ops->free(g_cpu, hk), g_cpu->ops->free(g_cpu, hv);
     float *dq = up(q, sizeof(float) * nq), *dk = up(k, sizeof(float) * nkv), *dv = up(v, sizeof(float) * nkv);
+    float *dkc = g_gpu->ops->alloc(g_gpu, cb), *dvc = g_gpu->ops->alloc(g_gpu, cb);
     float *dout = g_gpu->ops->alloc(g_gpu, sizeof(float) * nq);
     for (size_t i = 0; i < nq; i++) og[i] = NAN;
-    if (dq && dk && dv && dout) {
-        g_gpu->ops->attention(g_gpu, dout, dq, dk, dv, &a);
+    if (dq && dk && dv && dkc && dvc && dout) {
+        if (c->pos0) g_gpu->ops->kv_store(g_gpu, dkc, dvc, dk, dv, &a);
+        g_gpu->ops->kv_store(g_gpu, dkc, dvc, dk + (size_t)c->pos0 * kvd, dv + (size_t)c->pos0 * kvd, &b);
+        g_gpu->ops->attention(g_gpu, dout, dq, dkc, dvc, &b);
         down(og, dout, sizeof(float) * nq);
     }
     char what[128];
     snprintf(what, sizeof what, "attention T=%d pos0=%d heads=%d/%d hd=%d window=%d", c->T, c->pos0, c->n_heads,
              c->n_kv_heads, c->hd, c->window);
     if (gpu_ok(what)) report(S_ATTN, what, og, oc, NULL, nq, TOL);
-    dfree(dq), dfree(dk), dfree(dv), dfree(dout);
+    dfree(dq), dfree(dk), dfree(dv), dfree(dkc), dfree(dvc), dfree(dout);
     free(q), free(k), free(v), free(oc), free(og);
 }
 

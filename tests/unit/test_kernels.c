@@ -159,16 +159,28 @@ static void test_amx_rounding(clv_backend *b) {
 
 /* ---- attention ---------------------------------------------------------------------- */
 
+/* The keys and values go into the backend's caches through kv_store, as the
+ * session stores them (positions before pos0 first, then the T queries' own);
+ * the caches hold a few positions more than P, and every position not
+ * stored is NaN, so a kernel that lets one into a result fails. */
 static void test_attention_one(clv_backend *b, const char *lvl, int T, int pos0, int nh, int nkv, int hd, int window) {
-    const int P = pos0 + T, kvd = nkv * hd;
+    const int P = pos0 + T, kvd = nkv * hd, ctx = P + 5;
     float *q = clv_alloc(sizeof(float) * (size_t)T * nh * hd), *o = clv_alloc(sizeof(float) * (size_t)T * nh * hd);
     float *kc = clv_alloc(sizeof(float) * (size_t)P * kvd), *vc = clv_alloc(sizeof(float) * (size_t)P * kvd);
     for (size_t i = 0; i < (size_t)T * nh * hd; i++) q[i] = (float)(urand() * 2);
     for (size_t i = 0; i < (size_t)P * kvd; i++) kc[i] = (float)(urand() * 2), vc[i] = (float)urand();
     const float scale = 1.0f / sqrtf((float)hd);
-    clv_attn_args a = {.T = T, .pos0 = pos0, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .window = window,
-                       .scale = scale, .kv_stride = kvd};
-    b->ops->attention(b, o, q, kc, vc, &a);
+    const size_t cn = clv_kv_cache_floats(ctx, nkv, hd);
+    float *kcache = b->ops->alloc(b, sizeof(float) * cn), *vcache = b->ops->alloc(b, sizeof(float) * cn);
+    for (size_t i = 0; i < cn; i++) kcache[i] = vcache[i] = NAN;
+    clv_attn_args a = {.T = pos0, .pos0 = 0, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .window = window,
+                       .scale = scale, .ctx = ctx};
+    if (pos0) b->ops->kv_store(b, kcache, vcache, kc, vc, &a);
+    a.T = T, a.pos0 = pos0;
+    b->ops->kv_store(b, kcache, vcache, kc + (size_t)pos0 * kvd, vc + (size_t)pos0 * kvd, &a);
+    b->ops->attention(b, o, q, kcache, vcache, &a);
+    b->ops->free(b, kcache);
+    b->ops->free(b, vcache);
     double worst = 0;
     double *sc = malloc(sizeof(double) * (size_t)P);
     for (int t = 0; t < T; t++)

@@ -293,8 +293,8 @@ static void attn_task(void *ctx, int ith, int nth) {
                 ab->hi[R] = pos;
             }
         }
-        clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + (size_t)kvh * hd, j->vc + (size_t)kvh * hd,
-                              a->kv_stride, ab->o, ab->work, NULL, NULL};
+        const size_t ho = kvh * clv_kv_cache_rows(a->ctx) * hd;
+        clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + ho, j->vc + ho, ab->o, ab->work, NULL, NULL};
         j->im->k->attn_tile(&tile);
         R = 0;
         for (int t = t0; t < t1; t++)
@@ -312,6 +312,7 @@ static void attn_task(void *ctx, int ith, int nth) {
 #define ATTN_SPLIT_KEYS 512 /* most keys per split (more splits than threads: even finish) */
 #define ATTN_SPLIT_MIN 64   /* fewest: below that one item runs all the keys */
 #define ATTN_MAX_SPLITS 64
+_Static_assert(ATTN_SPLIT_MIN >= CLV_KBLOCK, "split edges are rounded down to key blocks: splits need a block's keys");
 
 typedef struct {
     cpu_impl *im;
@@ -322,6 +323,15 @@ typedef struct {
     _Atomic int next;
 } attn_split_job;
 
+/* Where split s begins: inner edges at the start of a 16-position key block
+ * of the cache (each split has >= ATTN_SPLIT_MIN keys, so none is left
+ * empty), so that no block is read by two splits. */
+static int split_edge(const attn_split_job *j, int s) {
+    if (s == 0) return j->lo;
+    if (s == j->n_split) return j->lo + j->len;
+    return (j->lo + (int)((int64_t)j->len * s / j->n_split)) & ~(CLV_KBLOCK - 1);
+}
+
 static void attn_split_task(void *ctx, int ith, int nth) {
     (void)nth;
     attn_split_job *j = ctx;
@@ -329,7 +339,7 @@ static void attn_split_task(void *ctx, int ith, int nth) {
     const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads, pw = hd + 2;
     attn_buf *ab = &j->im->attn[ith];
     for (int s; (s = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_split;) {
-        const int k0 = j->lo + (int)((int64_t)j->len * s / j->n_split), k1 = j->lo + (int)((int64_t)j->len * (s + 1) / j->n_split);
+        const int k0 = split_edge(j, s), k1 = split_edge(j, s + 1);
         for (int kvh = 0; kvh < a->n_kv_heads; kvh++)
             for (int h0 = kvh * group; h0 < (kvh + 1) * group; h0 += CLV_ATTN_MAX_ROWS) {
                 const int R = (kvh + 1) * group - h0 < CLV_ATTN_MAX_ROWS ? (kvh + 1) * group - h0 : CLV_ATTN_MAX_ROWS;
@@ -340,8 +350,8 @@ static void attn_split_task(void *ctx, int ith, int nth) {
                     ab->lo[r] = k0;
                     ab->hi[r] = k1 - 1;
                 }
-                clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + (size_t)kvh * hd, j->vc + (size_t)kvh * hd,
-                                      a->kv_stride, ab->o, ab->work, m, l};
+                const size_t ho = kvh * clv_kv_cache_rows(a->ctx) * hd;
+                clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + ho, j->vc + ho, ab->o, ab->work, m, l};
                 j->im->k->attn_tile(&tile);
                 for (int r = 0; r < R; r++) {
                     float *p = j->part + ((size_t)s * a->n_heads + h0 + r) * pw;
@@ -370,9 +380,25 @@ static void attn_merge(float *out, const float *part, int n_split, int n_heads, 
     }
 }
 
+/* keys into 16-position blocks (kernels.h, clv_kcache_at), values as rows */
+static void cpu_kv_store(clv_backend *b, float *kc, float *vc, const float *k, const float *v, const clv_attn_args *a) {
+    (void)b;
+    const int hd = a->head_dim, nkv = a->n_kv_heads;
+    CLV_ASSERT(a->pos0 >= 0 && a->pos0 + a->T <= a->ctx);
+    const size_t rows = clv_kv_cache_rows(a->ctx);
+    for (int t = 0; t < a->T; t++)
+        for (int h = 0; h < nkv; h++) {
+            const int pos = a->pos0 + t;
+            const float *ks = k + ((size_t)t * nkv + h) * hd, *vs = v + ((size_t)t * nkv + h) * hd;
+            float *kd = kc + h * rows * hd + clv_kcache_at(pos, 0, hd);
+            for (int d = 0; d < hd; d++) kd[(size_t)d * CLV_KBLOCK] = ks[d];
+            memcpy(vc + (h * rows + (size_t)pos) * hd, vs, sizeof(float) * (size_t)hd);
+        }
+}
+
 static void cpu_attention(clv_backend *b, float *out, const float *q, const float *kc, const float *vc,
                           const clv_attn_args *a) {
-    CLV_ASSERT(a->head_dim <= CLV_MAX_HEAD_DIM && a->n_heads % a->n_kv_heads == 0);
+    CLV_ASSERT(a->head_dim <= CLV_MAX_HEAD_DIM && a->n_heads % a->n_kv_heads == 0 && a->pos0 + a->T <= a->ctx);
     const int group = a->n_heads / a->n_kv_heads;
     if (a->T == 1) {
         const int pos = a->pos0, lo = a->window > 0 && pos - a->window + 1 > 0 ? pos - a->window + 1 : 0, len = pos + 1 - lo;
@@ -501,6 +527,7 @@ static const clv_backend_ops k_cpu_ops = {
     .matmul = cpu_matmul,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,
+    .kv_store = cpu_kv_store,
     .attention = cpu_attention,
     .silu_mul = cpu_silu_mul,
     .add = cpu_add,

@@ -47,6 +47,9 @@ static void ds_rope(clv_backend *b, float *x, int T, int n_heads, int head_dim, 
                     const float *sin_t) {
     inner(b)->ops->rope(inner(b), dev(x), T, n_heads, head_dim, pos0, dev(cos_t), dev(sin_t));
 }
+static void ds_kv_store(clv_backend *b, float *kc, float *vc, const float *k, const float *v, const clv_attn_args *a) {
+    inner(b)->ops->kv_store(inner(b), dev(kc), dev(vc), dev(k), dev(v), a);
+}
 static void ds_attention(clv_backend *b, float *out, const float *q, const float *k, const float *v,
                          const clv_attn_args *a) {
     inner(b)->ops->attention(inner(b), dev(out), dev(q), dev(k), dev(v), a);
@@ -98,6 +101,7 @@ static const clv_backend_ops k_devsim_ops = {
     .matmul = ds_matmul,
     .rmsnorm = ds_rmsnorm,
     .rope = ds_rope,
+    .kv_store = ds_kv_store,
     .attention = ds_attention,
     .silu_mul = ds_silu_mul,
     .add = ds_add,

@@ -15,15 +15,26 @@
 
 #include "../backend.h"
 
+/* The CPU backend's caches, per kv head (clv_kv_cache_rows positions each):
+ * keys in blocks of CLV_KBLOCK positions stored dimension-major
+ * ([position / 16][head_dim][16]), so that attention loads element d of 16
+ * keys as one vector instead of transposing rows; values as rows
+ * ([position][head_dim]). */
+#define CLV_KBLOCK 16
+static inline size_t clv_kcache_at(int pos, int d, int hd) {
+    return (size_t)(pos / CLV_KBLOCK) * (size_t)hd * CLV_KBLOCK + (size_t)d * CLV_KBLOCK + (size_t)(pos % CLV_KBLOCK);
+}
+
 /* One block of attention rows for one kv head (see cpu.c for how rows are
  * chosen): R query rows that share the kv head, each with its visible key
- * range. o = softmax(q k^T) v per row, over cache rows lo[r] .. hi[r]. */
+ * range. o = softmax(q k^T) v per row, over cache positions lo[r] .. hi[r].
+ * Kernels may read keys (never values) of the whole 16-position blocks that
+ * hold those positions. */
 typedef struct clv_attn_tile {
     int R, hd;
     const float *q;       /* [R][hd], already multiplied by the softmax scale */
     const int *lo, *hi;   /* [R]; hi is non-decreasing in r, lo[r] <= hi[r] */
-    const float *k, *v;   /* cache row 0 of this kv head; rows `stride` floats apart */
-    int stride;
+    const float *k, *v;   /* this kv head's caches (clv_kcache_at; v rows hd floats apart) */
     float *o;             /* [R][hd] */
     float *work;          /* clv_attn_work_floats(R, hd) floats, 64-byte aligned */
     float *m, *l;         /* optional [R]: each row's largest (scaled) score and sum of exp(score - m),
@@ -34,7 +45,8 @@ typedef struct clv_attn_tile {
 #define CLV_ATTN_BK 64
 #define CLV_ATTN_MAX_ROWS 64
 static inline size_t clv_attn_work_floats(int R, int hd) {
-    return (size_t)hd * CLV_ATTN_BK + (size_t)R * CLV_ATTN_BK + 2 * (size_t)R + 64;
+    (void)hd;
+    return (size_t)R * CLV_ATTN_BK + 2 * (size_t)R + 64;
 }
 
 typedef struct clv_cpu_kernels {

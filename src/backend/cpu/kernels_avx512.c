@@ -355,15 +355,21 @@ TGT static void gemm(float *y, int ldy, const float *x, const void *w, clv_dtype
 
 /* ---- attention ---------------------------------------------------------------------- */
 
-/* scores s[r][0..64) = q[r] . kt for rows r0..r0+RR-1 */
+/* scores s[r][0..64) = q[r] . k for rows r0..r0+RR-1, over the 64 keys of four
+ * consecutive 16-position key blocks at kb (clv_kcache_at: element d of the
+ * block's keys is one vector). Only the first nsb blocks are read; the
+ * scores of the others are garbage (copies of the first's), for the caller
+ * to mask. */
 #define DEFINE_SCORES(RR)                                                                          \
-    INL void scores_##RR(float *s, const float *q, const float *kt, int hd) {                       \
+    INL void scores_##RR(float *s, const float *q, const float *kb, int hd, int nsb) {              \
         __m512 a0[RR], a1[RR], a2[RR], a3[RR];                                                      \
+        const size_t bs = (size_t)hd * CLV_KBLOCK, o1 = nsb > 1 ? bs : 0, o2 = nsb > 2 ? 2 * bs : 0,  \
+                     o3 = nsb > 3 ? 3 * bs : 0;                                                     \
         _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) a0[i] = a1[i] = a2[i] = a3[i] = _mm512_setzero_ps(); \
         for (int d = 0; d < hd; d++) {                                                              \
-            const float *kd = kt + (size_t)d * CLV_ATTN_BK;                                         \
-            const __m512 k0 = _mm512_load_ps(kd), k1 = _mm512_load_ps(kd + 16), k2 = _mm512_load_ps(kd + 32), \
-                         k3 = _mm512_load_ps(kd + 48);                                              \
+            const float *kd = kb + (size_t)d * CLV_KBLOCK;                                          \
+            const __m512 k0 = _mm512_load_ps(kd), k1 = _mm512_load_ps(kd + o1), k2 = _mm512_load_ps(kd + o2), \
+                         k3 = _mm512_load_ps(kd + o3);                                              \
             _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) {                                  \
                 const __m512 qb = _mm512_set1_ps(q[(size_t)i * hd + d]);                            \
                 a0[i] = _mm512_fmadd_ps(qb, k0, a0[i]);                                             \
@@ -382,10 +388,11 @@ TGT static void gemm(float *y, int ldy, const float *x, const void *w, clv_dtype
 DEFINE_SCORES(4)
 DEFINE_SCORES(1)
 
-/* o[r] += sum_j p[r][j] v[j] over nb keys, for RR rows, hd columns from c0, up to 64.
+/* o[r] += sum_j p[r][j] v[j] over keys j_lo .. nb-1 (v rows hd floats apart), for RR rows, hd columns
+ * from c0, up to 64.
  * (Every accumulator is named, not indexed, so that they all stay in registers.) */
 #define DEFINE_PV(RR)                                                                              \
-    INL void pv_##RR(float *o, const float *p, const float *v, int stride, int nb, int hd, int c0) { \
+    INL void pv_##RR(float *o, const float *p, const float *v, int j_lo, int nb, int hd, int c0) { \
         const __mmask16 k0 = mask16(hd - c0), k1 = mask16(hd - c0 - 16), k2 = mask16(hd - c0 - 32), \
                         k3 = mask16(hd - c0 - 48);                                                  \
         __m512 a0[RR], a1[RR], a2[RR], a3[RR];                                                      \
@@ -396,8 +403,8 @@ DEFINE_SCORES(1)
             a2[i] = _mm512_maskz_loadu_ps(k2, orow + 32);                                           \
             a3[i] = _mm512_maskz_loadu_ps(k3, orow + 48);                                           \
         }                                                                                           \
-        for (int jj = 0; jj < nb; jj++) {                                                           \
-            const float *vr = v + (size_t)jj * stride + c0;                                         \
+        for (int jj = j_lo; jj < nb; jj++) {                                                        \
+            const float *vr = v + (size_t)jj * hd + c0;                                             \
             const __m512 v0 = _mm512_maskz_loadu_ps(k0, vr), v1 = _mm512_maskz_loadu_ps(k1, vr + 16), \
                          v2 = _mm512_maskz_loadu_ps(k2, vr + 32), v3 = _mm512_maskz_loadu_ps(k3, vr + 48); \
             _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) {                                  \
@@ -420,9 +427,8 @@ DEFINE_PV(4)
 DEFINE_PV(1)
 
 TGT static void attn_tile(const clv_attn_tile *a) {
-    const int R = a->R, hd = a->hd, stride = a->stride;
-    float *kt = a->work;                         /* [hd][64] keys of the block, transposed */
-    float *S = kt + (size_t)hd * CLV_ATTN_BK;    /* [R][64] scores, then probabilities */
+    const int R = a->R, hd = a->hd;
+    float *S = a->work;                          /* [R][64] scores, then probabilities */
     float *mrow = S + (size_t)R * CLV_ATTN_BK, *lrow = mrow + R;
     int jlo = a->lo[0], jhi = a->hi[R - 1];
     for (int r = 0; r < R; r++) {
@@ -433,29 +439,22 @@ TGT static void attn_tile(const clv_attn_tile *a) {
     }
     memset(a->o, 0, sizeof(float) * (size_t)R * hd);
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    for (int j0 = jlo; j0 <= jhi; j0 += CLV_ATTN_BK) {
+    /* blocks of 64 positions from a key block's start (up to four whole key
+     * blocks of the cache); keys outside a row's range are masked */
+    for (int j0 = jlo & ~(CLV_KBLOCK - 1); j0 <= jhi; j0 += CLV_ATTN_BK) {
         const int nb = jhi + 1 - j0 < CLV_ATTN_BK ? jhi + 1 - j0 : CLV_ATTN_BK;
+        const int nsb = (nb + CLV_KBLOCK - 1) / CLV_KBLOCK;
         /* rows that see any key of this block: hi is sorted; lo is sorted for
          * every row layout cpu.c makes, but do not rely on it */
         int ra = 0;
         while (ra < R && a->hi[ra] < j0) ra++;
         if (ra == R) break;
-        /* transpose the block's keys into kt (zero past nb) */
-        for (int jb = 0; jb < CLV_ATTN_BK; jb += 16)
-            for (int d0 = 0; d0 < hd; d0 += 16) {
-                const __mmask16 dm = mask16(hd - d0);
-                __m512i r[16];
-                for (int jj = 0; jj < 16; jj++)
-                    r[jj] = jb + jj < nb ? _mm512_castps_si512(_mm512_maskz_loadu_ps(dm, a->k + (size_t)(j0 + jb + jj) * stride + d0))
-                                         : _mm512_setzero_si512();
-                clv_transpose16(r);
-                for (int dd = 0; dd < 16 && d0 + dd < hd; dd++)
-                    _mm512_store_si512((__m512i *)(kt + (size_t)(d0 + dd) * CLV_ATTN_BK + jb), r[dd]);
-            }
+        const float *kb = a->k + clv_kcache_at(j0, 0, hd);
         int r = ra;
-        for (; r + 4 <= R; r += 4) scores_4(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kt, hd);
-        for (; r < R; r++) scores_1(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kt, hd);
+        for (; r + 4 <= R; r += 4) scores_4(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kb, hd, nsb);
+        for (; r < R; r++) scores_1(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kb, hd, nsb);
         /* mask, online softmax: P replaces S; rows with nothing visible get P = 0 */
+        int j_lo = nb; /* the first key any row sees: values below it are not read */
         for (r = ra; r < R; r++) {
             float *s = S + (size_t)r * CLV_ATTN_BK;
             const __m512i lo = _mm512_set1_epi32(a->lo[r] - j0), hi = _mm512_set1_epi32(a->hi[r] - j0);
@@ -474,6 +473,7 @@ TGT static void attn_tile(const clv_attn_tile *a) {
                 memset(s, 0, sizeof(float) * CLV_ATTN_BK);
                 continue;
             }
+            if (a->lo[r] - j0 < j_lo) j_lo = a->lo[r] - j0 > 0 ? a->lo[r] - j0 : 0;
             const float bmax = _mm512_reduce_max_ps(mx), mold = mrow[r];
             const float mnew = bmax > mold ? bmax : mold;
             const __m512 mv = _mm512_set1_ps(mnew);
@@ -496,11 +496,11 @@ TGT static void attn_tile(const clv_attn_tile *a) {
             mrow[r] = mnew;
             lrow[r] += _mm512_reduce_add_ps(sum);
         }
-        const float *vb = a->v + (size_t)j0 * stride;
+        const float *vb = a->v + (size_t)j0 * hd;
         for (int c0 = 0; c0 < hd; c0 += 64) {
             r = ra;
-            for (; r + 4 <= R; r += 4) pv_4(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vb, stride, nb, hd, c0);
-            for (; r < R; r++) pv_1(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vb, stride, nb, hd, c0);
+            for (; r + 4 <= R; r += 4) pv_4(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vb, j_lo, nb, hd, c0);
+            for (; r < R; r++) pv_1(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vb, j_lo, nb, hd, c0);
         }
     }
     for (int r = 0; r < R; r++) {

@@ -36,9 +36,9 @@ void clv_attn_tile_scalar(const clv_attn_tile *a) {
         memset(o, 0, sizeof(float) * (size_t)hd);
         float m = -INFINITY, l = 0.0f;
         for (int p = a->lo[r]; p <= a->hi[r]; p++) {
-            const float *kr = a->k + (size_t)p * a->stride, *vr = a->v + (size_t)p * a->stride;
+            const float *kb = a->k + clv_kcache_at(p, 0, hd), *vr = a->v + (size_t)p * hd;
             float s = 0.0f;
-            for (int i = 0; i < hd; i++) s += q[i] * kr[i];
+            for (int i = 0; i < hd; i++) s += q[i] * kb[(size_t)i * CLV_KBLOCK];
             if (s > m) {
                 float corr = expf(m - s);
                 for (int i = 0; i < hd; i++) o[i] *= corr;

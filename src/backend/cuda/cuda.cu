@@ -326,6 +326,13 @@ static int attn_splits(const cuda_impl *im, const clv_attn_args *a) {
     return ns < 1 ? 1 : (int)ns;
 }
 
+static void cuda_kv_store(clv_backend *b, float *kc, float *vc, const float *k, const float *v,
+                          const clv_attn_args *a) {
+    cuda_impl *im = enter(b);
+    if (!im) return;
+    CU(im, clv_cuda_kv_store(im->compute, kc, vc, k, v, a));
+}
+
 static void cuda_attention(clv_backend *b, float *out, const float *q, const float *kc, const float *vc,
                            const clv_attn_args *a) {
     CLV_ASSERT(a->head_dim > 0 && a->head_dim <= CLV_MAX_HEAD_DIM && a->n_kv_heads > 0 &&
@@ -396,6 +403,7 @@ static const clv_backend_ops k_cuda_ops = {
     .matmul = cuda_matmul,
     .rmsnorm = cuda_rmsnorm,
     .rope = cuda_rope,
+    .kv_store = cuda_kv_store,
     .attention = cuda_attention,
     .silu_mul = cuda_silu_mul,
     .add = cuda_add,

@@ -37,6 +37,9 @@ cudaError_t clv_cuda_rmsnorm(cudaStream_t s, float *y, const float *x, const flo
 cudaError_t clv_cuda_rope(cudaStream_t s, float *x, int T, int n_heads, int hd, int pos0, const float *cos_t,
                           const float *sin_t);
 
+/* T new keys and values ([T][n_kv_heads][head_dim]) into the caches at positions pos0.. (kernels.cu: the layout) */
+cudaError_t clv_cuda_kv_store(cudaStream_t s, float *kc, float *vc, const float *k, const float *v,
+                              const clv_attn_args *a);
 /* Attention with the keys of each query split into nsplit ranges (1: no split, out written directly; more: partial
  * results in `part`, clv_cuda_attn_part_floats(...) floats, then merged). */
 size_t clv_cuda_attn_part_floats(int T, int n_heads, int head_dim, int nsplit);

@@ -382,11 +382,35 @@ cudaError_t clv_cuda_rope(cudaStream_t s, float *x, int T, int n_heads, int hd, 
     return cudaGetLastError();
 }
 
+/* ---- KV cache ----------------------------------------------------------------------
+ * This backend's caches are head-major rows: position p of kv head h is
+ * head_dim floats at (h * clv_kv_cache_rows(ctx) + p) * head_dim. */
+
+__global__ void kv_store_kernel(float *kc, float *vc, const float *k, const float *v, int nkv, int hd, int pos0,
+                                size_t rows, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t d = i % hd, h = i / hd % nkv, t = i / hd / nkv;
+        const size_t at = (h * rows + (size_t)pos0 + t) * hd + d;
+        kc[at] = k[i];
+        vc[at] = v[i];
+    }
+}
+
+cudaError_t clv_cuda_kv_store(cudaStream_t s, float *kc, float *vc, const float *k, const float *v,
+                              const clv_attn_args *a) {
+    const size_t n = (size_t)a->T * a->n_kv_heads * a->head_dim;
+    if (n == 0) return cudaSuccess;
+    if (a->pos0 < 0 || a->pos0 + a->T > a->ctx) return cudaErrorInvalidValue;
+    kv_store_kernel<<<ew_blocks(n, 256), 256, 0, s>>>(kc, vc, k, v, a->n_kv_heads, a->head_dim, a->pos0,
+                                                      clv_kv_cache_rows(a->ctx), n);
+    return cudaGetLastError();
+}
+
 /* ---- attention ---------------------------------------------------------------------
  * out[t][h] = sum_j softmax_j(q[t][h] . k[j] * scale) v[j] over the keys j
  * that query t (position pos = pos0 + t) sees: lo <= j <= pos, lo = 0, or
  * pos - window + 1 with a window. k and v are rows of kv head h / group of
- * the caches, kv_stride floats apart.
+ * the caches (above).
  *
  * Geometry: one 128-thread block per (query t, head h, key split), grid =
  * (T * n_heads, nsplit). The block walks its keys in chunks of ATT_BK = 64
@@ -412,7 +436,8 @@ cudaError_t clv_cuda_rope(cudaStream_t s, float *x, int T, int n_heads, int hd, 
 #define ATT_MAX_SPLITS 64
 
 struct attn_params {
-    int n_heads, group, head_dim, pos0, window, kv_stride;
+    int n_heads, group, head_dim, pos0, window;
+    size_t head_stride; /* floats between kv heads in the caches */
     float scale;
 };
 
@@ -440,7 +465,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
         const int d = lane + 32 * i;
         qv[i] = d < hd ? qr[d] * p.scale : 0.0f;
     }
-    const size_t kvoff = (size_t)(h / p.group) * hd;
+    const size_t kvoff = (size_t)(h / p.group) * p.head_stride;
     const float *kb = k_cache + kvoff, *vb = v_cache + kvoff;
 
     float m = -INFINITY, l = 0.0f, o[OPT];
@@ -456,7 +481,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
             const int j = warp * ATT_KPW + jj;
             acc[jj] = 0.0f;
             if (j < nk) {
-                const float *kr = kb + (size_t)(c0 + j) * p.kv_stride;
+                const float *kr = kb + (size_t)(c0 + j) * hd;
 #pragma unroll
                 for (int i = 0; i < DPL; i++) {
                     const int d = lane + 32 * i;
@@ -488,7 +513,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll 4
         for (int j = 0; j < nk; j++) {
             const float pj = s_p[j];
-            const float *vr = vb + (size_t)(c0 + j) * p.kv_stride;
+            const float *vr = vb + (size_t)(c0 + j) * hd;
 #pragma unroll
             for (int r = 0; r < OPT; r++) {
                 const int d = tid + r * ATT_THREADS;
@@ -551,8 +576,9 @@ cudaError_t clv_cuda_attention(cudaStream_t s, float *out, const float *q, const
     if (a->head_dim <= 0 || a->head_dim > 512 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 ||
         nsplit < 1 || nsplit > ATT_MAX_SPLITS || (nsplit > 1 && !part))
         return cudaErrorInvalidValue;
-    const attn_params p = {a->n_heads, a->n_heads / a->n_kv_heads, a->head_dim, a->pos0, a->window, a->kv_stride,
-                           a->scale};
+    if (a->pos0 + a->T > a->ctx) return cudaErrorInvalidValue;
+    const attn_params p = {a->n_heads, a->n_heads / a->n_kv_heads, a->head_dim, a->pos0, a->window,
+                           clv_kv_cache_rows(a->ctx) * a->head_dim, a->scale};
     const size_t nbh = (size_t)a->T * a->n_heads;
     float *po = part, *pm = part ? part + nbh * nsplit * a->head_dim : NULL, *pl = pm ? pm + nbh * nsplit : NULL;
     const dim3 grid((unsigned)nbh, (unsigned)nsplit);

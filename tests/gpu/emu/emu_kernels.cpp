@@ -187,22 +187,34 @@ static void test_rope(int T, int nh, int hd, int pos0) {
     free(cs), free(sn), free(x), free(xe);
 }
 
+/* Both backends' kv_store fill their own cache layouts (in two calls, as the
+ * session makes them), then attend; the caches hold 3 positions more. */
 static void test_attention(int T, int pos0, int nh, int nkv, int hd, int window, int nsplit) {
-    const int P = pos0 + T, stride = nkv * hd + 8;
-    const size_t nq = (size_t)T * nh * hd, nkvf = (size_t)P * stride;
+    const int P = pos0 + T, ctx = P + 3, kvd = nkv * hd;
+    const size_t nq = (size_t)T * nh * hd, nkvf = (size_t)P * kvd, cn = clv_kv_cache_floats(ctx, nkv, hd);
     float *q = (float *)malloc(4 * nq), *k = (float *)malloc(4 * nkvf), *v = (float *)malloc(4 * nkvf);
     float *oc = (float *)malloc(4 * nq), *oe = (float *)malloc(4 * nq);
+    float *hk = (float *)g_cpu->ops->alloc(g_cpu, 4 * cn), *hv = (float *)g_cpu->ops->alloc(g_cpu, 4 * cn);
+    float *ek = (float *)calloc(cn, 4), *ev = (float *)calloc(cn, 4);
     fill(q, nq, 2.0), fill(k, nkvf, 2.0), fill(v, nkvf, 1.0);
-    clv_attn_args a = {T, pos0, nh, nkv, hd, window, 1.0f / sqrtf((float)hd), stride};
-    g_cpu->ops->attention(g_cpu, oc, q, k, v, &a);
-    for (size_t i = 0; i < nq; i++) oe[i] = NAN;
-    float *part = (float *)malloc(4 * (clv_cuda_attn_part_floats(T, nh, hd, nsplit) + 1));
+    clv_attn_args a = {pos0, 0, nh, nkv, hd, window, 1.0f / sqrtf((float)hd), ctx}, b = a;
+    b.T = T, b.pos0 = pos0;
     char what[128];
     snprintf(what, sizeof what, "attention T=%d pos0=%d heads=%d/%d hd=%d window=%d nsplit=%d", T, pos0, nh, nkv, hd,
              window, nsplit);
-    expect_ok(clv_cuda_attention(0, oe, q, k, v, &a, nsplit, part), what);
+    if (pos0) {
+        g_cpu->ops->kv_store(g_cpu, hk, hv, k, v, &a);
+        expect_ok(clv_cuda_kv_store(0, ek, ev, k, v, &a), what);
+    }
+    g_cpu->ops->kv_store(g_cpu, hk, hv, k + (size_t)pos0 * kvd, v + (size_t)pos0 * kvd, &b);
+    expect_ok(clv_cuda_kv_store(0, ek, ev, k + (size_t)pos0 * kvd, v + (size_t)pos0 * kvd, &b), what);
+    g_cpu->ops->attention(g_cpu, oc, q, hk, hv, &b);
+    for (size_t i = 0; i < nq; i++) oe[i] = NAN;
+    float *part = (float *)malloc(4 * (clv_cuda_attn_part_floats(T, nh, hd, nsplit) + 1));
+    expect_ok(clv_cuda_attention(0, oe, q, ek, ev, &b, nsplit, part), what);
     compare(what, oe, oc, NULL, nq, 1e-5);
-    free(q), free(k), free(v), free(oc), free(oe), free(part);
+    g_cpu->ops->free(g_cpu, hk), g_cpu->ops->free(g_cpu, hv);
+    free(q), free(k), free(v), free(oc), free(oe), free(part), free(ek), free(ev);
 }
 
 static void test_elementwise(size_t n) {
