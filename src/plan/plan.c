@@ -361,8 +361,12 @@ static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, 
     uint64_t used[CLV_MAX_DEVICES] = {0};
     int cur = 0;
     for (int i = 0; i < nm; i++) {
-        uint64_t reserve_w = 0, kv_rest = 0;
-        for (int j = i + 1; j < nm; j++) reserve_w = m[j].w > reserve_w ? m[j].w : reserve_w, kv_rest += m[j].kv;
+        uint64_t reserve_w = 0, kv_rest = 0, size_rest = 0;
+        for (int j = i + 1; j < nm; j++) {
+            reserve_w = m[j].w > reserve_w ? m[j].w : reserve_w;
+            kv_rest += m[j].kv;
+            size_rest += m[j].w + m[j].kv;
+        }
         for (;;) {
             int d = cur;
             clv_device dev = p->devices[d];
@@ -372,10 +376,16 @@ static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, 
             }
             bool is_main = d == main_dev || (dev.kind == CLV_DEV_CPU && dev.index < 0);
             /* Accelerate reserves one largest layer for streaming offloaded weights;
-             * cleave double-buffers them, and keeps its scratch and the KV cache
-             * of the layers still to come (those that spill to disk are computed,
-             * and keep their cache, here). */
-            uint64_t reserve = is_main ? (compat ? reserve_w : staging_for(reserve_w) + kv_rest) : 0;
+             * cleave double-buffers them, and keeps its scratch. Modules that spill
+             * to a tier the main device computes (disk, or CPU RAM streamed to it)
+             * keep their KV cache there: unless the later devices that compute
+             * their own modules can take all that is left, the main device holds
+             * back the KV cache of every module still to come. */
+            uint64_t own_cap = 0;
+            for (int e = d + 1; e < p->n_devices; e++)
+                if (p->exec[e] == e) own_cap = budget[e] > UINT64_MAX - own_cap ? UINT64_MAX : own_cap + budget[e];
+            const uint64_t kv_res = d == main_dev && size_rest > own_cap ? kv_rest : 0;
+            uint64_t reserve = is_main ? (compat ? reserve_w : staging_for(reserve_w) + kv_res) : 0;
             uint64_t avail = budget[d] > (compat ? 0 : scratch) ? budget[d] - (compat ? 0 : scratch) : 0;
             uint64_t size = m[i].w + m[i].kv;
             if (avail >= reserve && used[d] + size <= avail - reserve) {

@@ -339,7 +339,10 @@ static void test_attention_one(const attn_case *c) {
                        .head_dim = c->hd, .window = c->window, .scale = 1.0f / sqrtf((float)c->hd), .ctx = ctx};
     clv_attn_args b = a;
     b.T = c->T, b.pos0 = c->pos0;
-    float *hk = g_cpu->ops->alloc(g_cpu, cb), *hv = g_cpu->ops->alloc(g_cpu, cb);
+    /* every position not stored is NaN in both backends' caches */
+    float *nan_fill = malloc(cb), *hk = g_cpu->ops->alloc(g_cpu, cb), *hv = g_cpu->ops->alloc(g_cpu, cb);
+    for (size_t i = 0; i < cb / sizeof(float); i++) nan_fill[i] = NAN;
+    memcpy(hk, nan_fill, cb), memcpy(hv, nan_fill, cb);
     if (c->pos0) g_cpu->ops->kv_store(g_cpu, hk, hv, k, v, &a);
     g_cpu->ops->kv_store(g_cpu, hk, hv, k + (size_t)c->pos0 * kvd, v + (size_t)c->pos0 * kvd, &b);
     g_cpu->ops->attention(g_cpu, oc, q, hk, hv, &b);
@@ -349,6 +352,8 @@ static void test_attention_one(const attn_case *c) {
     float *dout = g_gpu->ops->alloc(g_gpu, sizeof(float) * nq);
     for (size_t i = 0; i < nq; i++) og[i] = NAN;
     if (dq && dk && dv && dkc && dvc && dout) {
+        g_gpu->ops->to_device(g_gpu, dkc, nan_fill, cb);
+        g_gpu->ops->to_device(g_gpu, dvc, nan_fill, cb);
         if (c->pos0) g_gpu->ops->kv_store(g_gpu, dkc, dvc, dk, dv, &a);
         g_gpu->ops->kv_store(g_gpu, dkc, dvc, dk + (size_t)c->pos0 * kvd, dv + (size_t)c->pos0 * kvd, &b);
         g_gpu->ops->attention(g_gpu, dout, dq, dkc, dvc, &b);
@@ -359,7 +364,7 @@ static void test_attention_one(const attn_case *c) {
              c->n_kv_heads, c->hd, c->window);
     if (gpu_ok(what)) report(S_ATTN, what, og, oc, NULL, nq, TOL);
     dfree(dq), dfree(dk), dfree(dv), dfree(dkc), dfree(dvc), dfree(dout);
-    free(q), free(k), free(v), free(oc), free(og);
+    free(q), free(k), free(v), free(oc), free(og), free(nan_fill);
 }
 
 static void test_attention(void) {

@@ -211,6 +211,64 @@ static void test_attention_one(clv_backend *b, const char *lvl, int T, int pos0,
     clv_free(vc);
 }
 
+/* One tile straight into a level's kernel, rows with their own ranges
+ * (hi non-decreasing, lo not: a row may start below or above another), as
+ * windows and causal masks make them. Every key and value outside the
+ * union of the ranges is NaN, so a read past a row's range that reaches a
+ * result (a value below the lowest lo, a key past a block's end) fails. */
+static void test_attn_tile_ranges(const clv_cpu_kernels *k, const char *lvl) {
+    static const int cases[][3] = {/* R, hd, ctx */ {1, 16, 40}, {5, 24, 130}, {8, 64, 300}, {3, 100, 77}, {9, 8, 1000}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int R = cases[c][0], hd = cases[c][1], ctx = cases[c][2];
+        const size_t rows = clv_kv_cache_rows(ctx);
+        float *q = clv_alloc(sizeof(float) * (size_t)R * hd), *o = clv_alloc(sizeof(float) * (size_t)R * hd);
+        float *kc = clv_alloc(sizeof(float) * rows * hd), *vc = clv_alloc(sizeof(float) * rows * hd);
+        float *kd = malloc(sizeof(float) * (size_t)ctx * hd), *vd = malloc(sizeof(float) * (size_t)ctx * hd);
+        float *work = clv_alloc(sizeof(float) * clv_attn_work_floats(R, hd)), m[16], l[16];
+        int lo[16], hi[16], umin = ctx, umax = 0;
+        for (int r = 0; r < R; r++) {
+            hi[r] = (r ? hi[r - 1] : ctx / 3) + (int)((urand() + 1) * ctx / (3 * R));
+            if (hi[r] >= ctx) hi[r] = ctx - 1;
+            lo[r] = (int)((urand() + 1) / 2 * hi[r]);
+            umin = lo[r] < umin ? lo[r] : umin, umax = hi[r] > umax ? hi[r] : umax;
+        }
+        for (int p = 0; p < ctx; p++)
+            for (int d = 0; d < hd; d++) {
+                const bool in = p >= umin && p <= umax;
+                kd[(size_t)p * hd + d] = (float)(urand() * 2), vd[(size_t)p * hd + d] = (float)urand();
+                kc[clv_kcache_at(p, d, hd)] = in ? kd[(size_t)p * hd + d] : NAN;
+                vc[(size_t)p * hd + d] = in ? vd[(size_t)p * hd + d] : NAN;
+            }
+        for (size_t i = (size_t)ctx; i < rows; i++)
+            for (int d = 0; d < hd; d++) kc[clv_kcache_at((int)i, d, hd)] = vc[i * hd + d] = NAN;
+        for (int i = 0; i < R * hd; i++) q[i] = (float)(urand() * 0.3);
+        clv_attn_tile t = {R, hd, q, lo, hi, kc, vc, o, work, m, l};
+        k->attn_tile(&t);
+        double worst = 0;
+        for (int r = 0; r < R; r++) {
+            double mx = -INFINITY, sum = 0, *sc = malloc(sizeof(double) * (size_t)ctx);
+            for (int p = lo[r]; p <= hi[r]; p++) {
+                double s = 0;
+                for (int d = 0; d < hd; d++) s += (double)q[r * hd + d] * kd[(size_t)p * hd + d];
+                sc[p] = s, mx = s > mx ? s : mx;
+            }
+            for (int p = lo[r]; p <= hi[r]; p++) sum += sc[p] = exp(sc[p] - mx);
+            for (int d = 0; d < hd; d++) {
+                double ref = 0;
+                for (int p = lo[r]; p <= hi[r]; p++) ref += sc[p] / sum * vd[(size_t)p * hd + d];
+                const double e = fabs(o[r * hd + d] - ref);
+                if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+            }
+            const double me = fabs(m[r] - mx), le = fabs(l[r] - sum) / sum;
+            if (!(me <= 1e-5 && le <= 1e-5)) worst = INFINITY;
+            free(sc);
+        }
+        CHECK(worst <= 2e-6, "%s attn_tile R=%d hd=%d ctx=%d, own ranges per row, NaN outside them: max abs err %.3g", lvl,
+              R, hd, ctx, worst);
+        clv_free(q), clv_free(o), clv_free(kc), clv_free(vc), clv_free(work), free(kd), free(vd);
+    }
+}
+
 static void test_attention(clv_backend *b, const char *lvl) {
     /* T, pos0, heads, kv heads, head_dim, window */
     static const int cases[][6] = {
@@ -323,6 +381,7 @@ int main(void) {
             printf("  %-6s not available on this CPU: skipped\n", k_levels[l]);
             continue;
         }
+        test_attn_tile_ranges(k, k_levels[l]);
         for (int nth = 1; nth <= 3; nth += 2) {
             clv_backend *b = clv_cpu_backend_new_with("cpu", nth, NULL, k);
             CHECK(b != NULL, "backend %s", k_levels[l]);

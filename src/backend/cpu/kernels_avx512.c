@@ -20,8 +20,9 @@
  * KC-deep block into f32 k-major order, then a 12-token x 32-column
  * register-blocked microkernel (24 accumulators) — the GotoBLAS shape.
  *
- * Attention (attn_tile): keys in blocks of 64, transposed once per block so
- * that scores, softmax and P.V are all dense FMA work over the tile's rows. */
+ * Attention (attn_tile): keys in blocks of 64, read from the cache's
+ * dimension-major key blocks (no transpose), so that scores, softmax and P.V
+ * are all dense FMA work over the tile's rows. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>

@@ -13,7 +13,8 @@
 #include "../../comm/comm.h"
 #include "../backend.h"
 
-#define CLV_CUDA_PLUGIN_ABI 1
+/* raised whenever this table, clv_backend_ops or an op's argument struct changes */
+#define CLV_CUDA_PLUGIN_ABI 2
 
 typedef struct clv_cuda_plugin_api {
     int abi; /* CLV_CUDA_PLUGIN_ABI */

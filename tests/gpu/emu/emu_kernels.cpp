@@ -188,14 +188,16 @@ static void test_rope(int T, int nh, int hd, int pos0) {
 }
 
 /* Both backends' kv_store fill their own cache layouts (in two calls, as the
- * session makes them), then attend; the caches hold 3 positions more. */
+ * session makes them), then attend; the caches hold 3 positions more, and
+ * every position not stored is NaN. */
 static void test_attention(int T, int pos0, int nh, int nkv, int hd, int window, int nsplit) {
     const int P = pos0 + T, ctx = P + 3, kvd = nkv * hd;
     const size_t nq = (size_t)T * nh * hd, nkvf = (size_t)P * kvd, cn = clv_kv_cache_floats(ctx, nkv, hd);
     float *q = (float *)malloc(4 * nq), *k = (float *)malloc(4 * nkvf), *v = (float *)malloc(4 * nkvf);
     float *oc = (float *)malloc(4 * nq), *oe = (float *)malloc(4 * nq);
     float *hk = (float *)g_cpu->ops->alloc(g_cpu, 4 * cn), *hv = (float *)g_cpu->ops->alloc(g_cpu, 4 * cn);
-    float *ek = (float *)calloc(cn, 4), *ev = (float *)calloc(cn, 4);
+    float *ek = (float *)malloc(4 * cn), *ev = (float *)malloc(4 * cn);
+    for (size_t i = 0; i < cn; i++) hk[i] = hv[i] = ek[i] = ev[i] = NAN; /* positions never stored */
     fill(q, nq, 2.0), fill(k, nkvf, 2.0), fill(v, nkvf, 1.0);
     clv_attn_args a = {pos0, 0, nh, nkv, hd, window, 1.0f / sqrtf((float)hd), ctx}, b = a;
     b.T = T, b.pos0 = pos0;
