@@ -230,6 +230,21 @@ run "devmap/cpu+disk" placement_case "(streamed, runs on cpu)" --max-memory cpu=
 run "devmap/cpu0+cpu1+disk" placement_case "-> disk (streamed, runs on cpu:0)" --device-map sequential --max-memory cpu:0=2MB,cpu:1=1MB
 run "devmap/all-on-disk" placement_case "model.layers.0-5         -> disk (streamed, runs on cpu)" --device-map disk
 run "devmap/all-on-disk-no-prefetch" placement_case "-> disk" --device-map disk --no-prefetch
+# Layers that spill to disk keep their KV cache on the device that computes them (cpu:0 here):
+# the planner holds it back there only when they can spill. With room on cpu:1 for every
+# layer, cpu:0 takes 3 layers of its 4.5MB (holding back all later caches would leave it 2);
+# with cpu:1 too small, layers go to disk and the plan still fits its own budgets.
+kv_hold_case() { # kv_hold_case EXPECT ARGS...: plan at --ctx 256 shows EXPECT; logits match
+    local expect=$1; shift
+    "$CLEAVE" plan -m "$DM" --ctx 256 "$@" | tee "$TMP/kvh-plan.txt" | grep -- '->' || return 1
+    grep -qF -- "$expect" "$TMP/kvh-plan.txt" || { echo "plan does not show '$expect'"; return 1; }
+    "$CLEAVE" logits -m "$DM" --ids $DM_IDS --out "$TMP/kvh.f32" --ctx 256 "$@" &&
+        python3 tests/tools/cmp_f32.py "$TMP/kvh.f32" "$TMP/dm-ref.f32" --vocab 200 $TOL --label "device map $*"
+}
+run "devmap/kv-not-held-when-nothing-spills" kv_hold_case "model.layers.0-2         -> cpu:0" \
+    --device-map sequential --max-memory cpu:0=4.5MB,cpu:1=20MB
+run "devmap/kv-held-for-spilled-layers" kv_hold_case "model.layers.3-5         -> disk (streamed, runs on cpu:0)" \
+    --device-map sequential --max-memory cpu:0=4.5MB,cpu:1=2.5MB
 explicit_map() { # a hand-written Hugging Face-style map, with "" and prefixes
     printf '{"": "cpu:0", "model.layers.2": "cpu:1", "model.layers.3": "disk", "model.layers.4": "cpu:1", "lm_head": "disk"}\n' >"$TMP/map.json"
     placement_case "model.layers.3           -> disk" --device-map "$TMP/map.json"

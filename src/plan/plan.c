@@ -357,7 +357,7 @@ static void balance(const clv_plan *p, uint64_t *cap_out, const module *m, int n
 
 /* infer_auto_device_map over the flat module list. */
 static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, int nm, int main_dev, uint64_t scratch,
-                          bool compat) {
+                          bool compat, bool hold_all_kv) {
     uint64_t used[CLV_MAX_DEVICES] = {0};
     int cur = 0;
     for (int i = 0; i < nm; i++) {
@@ -379,12 +379,15 @@ static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, 
              * cleave double-buffers them, and keeps its scratch. Modules that spill
              * to a tier the main device computes (disk, or CPU RAM streamed to it)
              * keep their KV cache there: unless the later devices that compute
-             * their own modules can take all that is left, the main device holds
-             * back the KV cache of every module still to come. */
+             * their own modules can take all that is left (by their room, an
+             * estimate; hold_all_kv: never), the main device holds back the KV
+             * cache of every module still to come. */
             uint64_t own_cap = 0;
-            for (int e = d + 1; e < p->n_devices; e++)
-                if (p->exec[e] == e) own_cap = budget[e] > UINT64_MAX - own_cap ? UINT64_MAX : own_cap + budget[e];
-            const uint64_t kv_res = d == main_dev && size_rest > own_cap ? kv_rest : 0;
+            for (int e = d + 1; e < p->n_devices; e++) {
+                const uint64_t room = budget[e] > scratch ? budget[e] - scratch : 0; /* each keeps its scratch */
+                if (p->exec[e] == e) own_cap = room > UINT64_MAX - own_cap ? UINT64_MAX : own_cap + room;
+            }
+            const uint64_t kv_res = d == main_dev && (hold_all_kv || size_rest > own_cap) ? kv_rest : 0;
             uint64_t reserve = is_main ? (compat ? reserve_w : staging_for(reserve_w) + kv_res) : 0;
             uint64_t avail = budget[d] > (compat ? 0 : scratch) ? budget[d] - (compat ? 0 : scratch) : 0;
             uint64_t size = m[i].w + m[i].kv;
@@ -609,7 +612,14 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
         uint64_t cap[CLV_MAX_DEVICES];
         memcpy(cap, p->budget, sizeof cap);
         if (req->mode != CLV_MAP_SEQUENTIAL) balance(p, cap, m, nm, ms, req->mode == CLV_MAP_BALANCED_LOW_0);
-        assign_greedy(p, cap, m, nm, main_dev, scratch, req->accelerate_compat);
+        assign_greedy(p, cap, m, nm, main_dev, scratch, req->accelerate_compat, false);
+        if (p->tied) p->head_dev = p->embed_dev;
+        clv_status first = {0};
+        if (req->accelerate_compat || !account(p, m, nm, ms, false, &first))
+            return account(p, m, nm, ms, req->accelerate_compat, st);
+        /* the estimate let modules spill to the main device's tiers with no room
+         * held for their KV cache: place again, holding it all back */
+        assign_greedy(p, cap, m, nm, main_dev, scratch, false, true);
     }
     if (p->tied) p->head_dev = p->embed_dev;
     return account(p, m, nm, ms, req->accelerate_compat, st);
