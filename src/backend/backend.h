@@ -51,6 +51,10 @@ static inline size_t clv_kv_cache_rows(int ctx) { return ((size_t)ctx + 15) & ~(
 static inline size_t clv_kv_cache_floats(int ctx, int n_kv_heads, int head_dim) {
     return clv_kv_cache_rows(ctx) * (size_t)n_kv_heads * (size_t)head_dim;
 }
+/* where kv head h's part of a cache begins, in floats */
+static inline size_t clv_kv_head_at(const clv_attn_args *a, int h) {
+    return (size_t)h * clv_kv_cache_rows(a->ctx) * (size_t)a->head_dim;
+}
 
 typedef struct clv_backend clv_backend;
 

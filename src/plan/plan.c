@@ -613,10 +613,9 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
         memcpy(cap, p->budget, sizeof cap);
         if (req->mode != CLV_MAP_SEQUENTIAL) balance(p, cap, m, nm, ms, req->mode == CLV_MAP_BALANCED_LOW_0);
         assign_greedy(p, cap, m, nm, main_dev, scratch, req->accelerate_compat, false);
-        if (p->tied) p->head_dev = p->embed_dev;
-        clv_status first = {0};
-        if (req->accelerate_compat || !account(p, m, nm, ms, false, &first))
-            return account(p, m, nm, ms, req->accelerate_compat, st);
+        if (req->accelerate_compat) return account(p, m, nm, ms, true, st);
+        clv_status first = {0}; /* a failure here is not the caller's: st stays clean */
+        if (!account(p, m, nm, ms, false, &first)) return 0;
         /* the estimate let modules spill to the main device's tiers with no room
          * held for their KV cache: place again, holding it all back */
         assign_greedy(p, cap, m, nm, main_dev, scratch, false, true);

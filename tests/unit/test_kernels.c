@@ -159,6 +159,30 @@ static void test_amx_rounding(clv_backend *b) {
 
 /* ---- attention ---------------------------------------------------------------------- */
 
+/* float64 attention of one query row q (times scale) over keys and values
+ * lo .. hi, rows `stride` floats apart; returns the largest |o - reference|
+ * (infinite for NaN), and the row's max score and sum of exp(score - max)
+ * through mx and l. sc: scratch of hi + 1 doubles. */
+static double ref_attention_row(const float *o, const float *q, double scale, const float *k, const float *v,
+                                size_t stride, int lo, int hi, int hd, double *sc, double *mx, double *l) {
+    *mx = -INFINITY, *l = 0;
+    for (int p = lo; p <= hi; p++) {
+        double s = 0;
+        for (int d = 0; d < hd; d++) s += (double)q[d] * k[(size_t)p * stride + d];
+        sc[p] = s * scale;
+        if (sc[p] > *mx) *mx = sc[p];
+    }
+    for (int p = lo; p <= hi; p++) *l += sc[p] = exp(sc[p] - *mx);
+    double worst = 0;
+    for (int d = 0; d < hd; d++) {
+        double r = 0;
+        for (int p = lo; p <= hi; p++) r += sc[p] / *l * v[(size_t)p * stride + d];
+        const double e = fabs(o[d] - r);
+        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+    }
+    return worst;
+}
+
 /* The keys and values go into the backend's caches through kv_store, as the
  * session stores them (positions before pos0 first, then the T queries' own);
  * the caches hold a few positions more than P, and every position not
@@ -186,21 +210,11 @@ static void test_attention_one(clv_backend *b, const char *lvl, int T, int pos0,
     for (int t = 0; t < T; t++)
         for (int h = 0; h < nh; h++) {
             const int pos = pos0 + t, kvh = h / (nh / nkv), lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
-            const float *qr = q + ((size_t)t * nh + h) * hd;
-            double mx = -INFINITY, l = 0;
-            for (int p = lo; p <= pos; p++) {
-                double s = 0;
-                for (int d = 0; d < hd; d++) s += (double)qr[d] * kc[(size_t)p * kvd + kvh * hd + d];
-                sc[p] = s * scale;
-                if (sc[p] > mx) mx = sc[p];
-            }
-            for (int p = lo; p <= pos; p++) l += sc[p] = exp(sc[p] - mx);
-            for (int d = 0; d < hd; d++) {
-                double r = 0;
-                for (int p = lo; p <= pos; p++) r += sc[p] / l * vc[(size_t)p * kvd + kvh * hd + d];
-                double e = fabs(o[((size_t)t * nh + h) * hd + d] - r);
-                if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-            }
+            double mx, l;
+            const double e = ref_attention_row(o + ((size_t)t * nh + h) * hd, q + ((size_t)t * nh + h) * hd, scale,
+                                               kc + (size_t)kvh * hd, vc + (size_t)kvh * hd, (size_t)kvd, lo, pos, hd, sc,
+                                               &mx, &l);
+            if (!(e <= worst)) worst = e;
         }
     CHECK(worst <= 2e-6, "%s attention T=%d pos0=%d heads=%d/%d hd=%d window=%d: max abs err %.3g", lvl, T, pos0, nh,
           nkv, hd, window, worst);
@@ -245,24 +259,16 @@ static void test_attn_tile_ranges(const clv_cpu_kernels *k, const char *lvl) {
         clv_attn_tile t = {R, hd, q, lo, hi, kc, vc, o, work, m, l};
         k->attn_tile(&t);
         double worst = 0;
+        double *sc = malloc(sizeof(double) * (size_t)ctx);
         for (int r = 0; r < R; r++) {
-            double mx = -INFINITY, sum = 0, *sc = malloc(sizeof(double) * (size_t)ctx);
-            for (int p = lo[r]; p <= hi[r]; p++) {
-                double s = 0;
-                for (int d = 0; d < hd; d++) s += (double)q[r * hd + d] * kd[(size_t)p * hd + d];
-                sc[p] = s, mx = s > mx ? s : mx;
-            }
-            for (int p = lo[r]; p <= hi[r]; p++) sum += sc[p] = exp(sc[p] - mx);
-            for (int d = 0; d < hd; d++) {
-                double ref = 0;
-                for (int p = lo[r]; p <= hi[r]; p++) ref += sc[p] / sum * vd[(size_t)p * hd + d];
-                const double e = fabs(o[r * hd + d] - ref);
-                if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-            }
+            double mx, sum;
+            const double e = ref_attention_row(o + (size_t)r * hd, q + (size_t)r * hd, 1.0, kd, vd, (size_t)hd, lo[r],
+                                               hi[r], hd, sc, &mx, &sum);
+            if (!(e <= worst)) worst = e;
             const double me = fabs(m[r] - mx), le = fabs(l[r] - sum) / sum;
             if (!(me <= 1e-5 && le <= 1e-5)) worst = INFINITY;
-            free(sc);
         }
+        free(sc);
         CHECK(worst <= 2e-6, "%s attn_tile R=%d hd=%d ctx=%d, own ranges per row, NaN outside them: max abs err %.3g", lvl,
               R, hd, ctx, worst);
         clv_free(q), clv_free(o), clv_free(kc), clv_free(vc), clv_free(work), free(kd), free(vd);

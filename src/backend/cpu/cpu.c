@@ -293,7 +293,7 @@ static void attn_task(void *ctx, int ith, int nth) {
                 ab->hi[R] = pos;
             }
         }
-        const size_t ho = kvh * clv_kv_cache_rows(a->ctx) * hd;
+        const size_t ho = clv_kv_head_at(a, kvh);
         clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + ho, j->vc + ho, ab->o, ab->work, NULL, NULL};
         j->im->k->attn_tile(&tile);
         R = 0;
@@ -350,7 +350,7 @@ static void attn_split_task(void *ctx, int ith, int nth) {
                     ab->lo[r] = k0;
                     ab->hi[r] = k1 - 1;
                 }
-                const size_t ho = kvh * clv_kv_cache_rows(a->ctx) * hd;
+                const size_t ho = clv_kv_head_at(a, kvh);
                 clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + ho, j->vc + ho, ab->o, ab->work, m, l};
                 j->im->k->attn_tile(&tile);
                 for (int r = 0; r < R; r++) {
@@ -385,14 +385,13 @@ static void cpu_kv_store(clv_backend *b, float *kc, float *vc, const float *k, c
     (void)b;
     const int hd = a->head_dim, nkv = a->n_kv_heads;
     CLV_ASSERT(a->pos0 >= 0 && a->pos0 + a->T <= a->ctx);
-    const size_t rows = clv_kv_cache_rows(a->ctx);
     for (int t = 0; t < a->T; t++)
         for (int h = 0; h < nkv; h++) {
             const int pos = a->pos0 + t;
             const float *ks = k + ((size_t)t * nkv + h) * hd, *vs = v + ((size_t)t * nkv + h) * hd;
-            float *kd = kc + h * rows * hd + clv_kcache_at(pos, 0, hd);
+            float *kd = kc + clv_kv_head_at(a, h) + clv_kcache_at(pos, 0, hd);
             for (int d = 0; d < hd; d++) kd[(size_t)d * CLV_KBLOCK] = ks[d];
-            memcpy(vc + (h * rows + (size_t)pos) * hd, vs, sizeof(float) * (size_t)hd);
+            memcpy(vc + clv_kv_head_at(a, h) + (size_t)pos * hd, vs, sizeof(float) * (size_t)hd);
         }
 }
 

@@ -578,7 +578,7 @@ cudaError_t clv_cuda_attention(cudaStream_t s, float *out, const float *q, const
         return cudaErrorInvalidValue;
     if (a->pos0 + a->T > a->ctx) return cudaErrorInvalidValue;
     const attn_params p = {a->n_heads, a->n_heads / a->n_kv_heads, a->head_dim, a->pos0, a->window,
-                           clv_kv_cache_rows(a->ctx) * a->head_dim, a->scale};
+                           clv_kv_head_at(a, 1), a->scale};
     const size_t nbh = (size_t)a->T * a->n_heads;
     float *po = part, *pm = part ? part + nbh * nsplit * a->head_dim : NULL, *pl = pm ? pm + nbh * nsplit : NULL;
     const dim3 grid((unsigned)nbh, (unsigned)nsplit);
