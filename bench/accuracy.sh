@@ -3,12 +3,15 @@
 # gains in speed, against the way it replaces (a measurement, not a test:
 # nothing here passes or fails).
 #
-#   bash bench/accuracy.sh [int8|prefill-bf16] [MODEL_DIR [SPEED_MODEL_DIR]]
+#   bash bench/accuracy.sh [int8|prefill-bf16|kv-bf16] [MODEL_DIR [SPEED_MODEL_DIR]]
 #
 # Presets (the reference "ref" against the variant "var"):
 #   int8          --dtype bf16  against --dtype int8 (weights quantized at load)
 #   prefill-bf16  --dtype bf16  against --dtype bf16 --prefill-precision bf16
 #                 (prompt activations rounded to bf16, one AMX pass)
+#   kv-bf16       --dtype bf16  against --dtype bf16 --kv-dtype bf16
+#                 (keys and values stored rounded to bf16; speed after a
+#                 4096-token prompt, where decode reads the cache most)
 # Accuracy, on MODEL_DIR (default build/smollm2, the real SmolLM2-135M-Instruct
 # that `make demo` imports, when it is there; else a synthetic model made in
 # $WORK), on the CPU:
@@ -22,7 +25,8 @@
 #     along ref's 64 tokens in one pass (so that one early difference does not
 #     decide everything after it), how often var's greedy choice is ref's token.
 # Speed, on SPEED_MODEL_DIR (default /tmp/tl11, the ~1.1B synthetic model of
-# bench/README.md; skipped when absent): `cleave bench -p 512 -n 128 -t 2 -r 3`
+# bench/README.md; skipped when absent): `cleave bench -p PP -n TG -t 2 -r 3`
+# (512 and 128; kv-bf16: 4096 and 64)
 # per way, alternating, ROUNDS times (default 3), each after waiting for an
 # idle machine, best of the rounds (the machine is shared: see bench/README.md),
 # with bench/stream's read bandwidth first when it is built.
@@ -34,10 +38,12 @@ CLEAVE=${CLEAVE:-build/cleave}
 WORK=${WORK:-/tmp/cleave-accuracy}
 PRESET=int8
 if [[ $# -gt 0 && ! -d $1 && $1 != */* ]]; then PRESET=$1; shift; fi
+PP=512 TG=128
 case $PRESET in
 int8) REF=(--dtype bf16) VAR=(--dtype int8) REF_NAME=bf16 VAR_NAME=int8 ;;
 prefill-bf16) REF=(--dtype bf16) VAR=(--dtype bf16 --prefill-precision bf16) REF_NAME=split VAR_NAME=one-pass ;;
-*) echo "accuracy: unknown preset '$PRESET' (int8, prefill-bf16)" >&2; exit 2 ;;
+kv-bf16) REF=(--dtype bf16) VAR=(--dtype bf16 --kv-dtype bf16) REF_NAME=kv-f32 VAR_NAME=kv-bf16 PP=4096 TG=64 ;;
+*) echo "accuracy: unknown preset '$PRESET' (int8, prefill-bf16, kv-bf16)" >&2; exit 2 ;;
 esac
 flags() { if [[ $1 == ref ]]; then echo "${REF[@]}"; else echo "${VAR[@]}"; fi; }
 MODEL=${1:-build/smollm2}
@@ -130,19 +136,19 @@ source bench/idle.sh
 
 if [[ -f $SPEED/config.json ]]; then
     echo
-    echo "== speed: $SPEED, cleave bench -p 512 -n 128 -t 2 -r 3, best of $ROUNDS rounds ($REF_NAME, $VAR_NAME alternating)"
+    echo "== speed: $SPEED, cleave bench -p $PP -n $TG -t 2 -r 3, best of $ROUNDS rounds ($REF_NAME, $VAR_NAME alternating)"
     if [[ -x bench/stream ]]; then wait_idle; bench/stream 2>&1 | tail -n 1; fi
     for r in $(seq 1 "$ROUNDS"); do
         for w in ref var; do
             wait_idle
             # shellcheck disable=SC2046
-            "$CLEAVE" bench -m "$SPEED" -p 512 -n 128 -t 2 -r 3 --json $(flags $w) 2>/dev/null | tail -n 1 >"$WORK/speed-$w-$r.json"
+            "$CLEAVE" bench -m "$SPEED" -p "$PP" -n "$TG" -t 2 -r 3 --json $(flags $w) 2>/dev/null | tail -n 1 >"$WORK/speed-$w-$r.json"
         done
     done
-    python3 - "$WORK" "$ROUNDS" "$REF_NAME" "$VAR_NAME" <<'PY'
+    python3 - "$WORK" "$ROUNDS" "$REF_NAME" "$VAR_NAME" "$PP" "$TG" <<'PY'
 import json, sys
-work, rounds, R, Q = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-print(f"{'':8s} {'pp512 t/s':>10s} {'tg128 t/s':>10s} {'MB per token':>13s} {'tg GB/s':>8s}   rounds (pp / tg)")
+work, rounds, R, Q, PP, TG = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+print(f"{'':8s} {'pp' + PP + ' t/s':>10s} {'tg' + TG + ' t/s':>10s} {'MB per token':>13s} {'tg GB/s':>8s}   rounds (pp / tg)")
 best = {}
 for w, name in (("ref", R), ("var", Q)):
     runs = [json.load(open(f"{work}/speed-{w}-{r}.json")) for r in range(1, rounds + 1)]

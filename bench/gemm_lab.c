@@ -60,42 +60,57 @@ int main(int argc, char **argv) {
         const int nh = 32, nkv = 4, hd = 64;
         float *q = clv_alloc(sizeof(float) * (size_t)T * nh * hd), *o = clv_alloc(sizeof(float) * (size_t)T * nh * hd);
         float *kv = clv_alloc(sizeof(float) * (size_t)T * nkv * hd);
-        float *kc = b->ops->alloc(b, sizeof(float) * clv_kv_cache_floats(T, nkv, hd));
-        float *vc = b->ops->alloc(b, sizeof(float) * clv_kv_cache_floats(T, nkv, hd));
         for (size_t i = 0; i < (size_t)T * nh * hd; i++) q[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
         for (size_t i = 0; i < (size_t)T * nkv * hd; i++) kv[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
-        clv_attn_args a = {.T = T, .pos0 = 0, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .window = 0,
-                           .scale = 0.125f, .ctx = T};
-        b->ops->kv_store(b, kc, vc, kv, kv, &a);
-        double best = 1e30;
-        for (int rep = 0; rep < reps + 1; rep++) {
-            double t0 = clv_now();
-            b->ops->attention(b, o, q, kc, vc, &a);
-            double dt = clv_now() - t0;
-            if (rep && dt < best) best = dt;
-        }
-        if (one) { /* attention does not depend on it */
-            clv_free(q), clv_free(o), clv_free(kv);
+        for (int bf = 0; bf < 2 && !one; bf++) { /* attention does not depend on `one`; f32 and bf16 caches */
+            const clv_dtype kdt = bf ? CLV_DT_BF16 : CLV_DT_F32;
+            const size_t cb = clv_kv_cache_bytes(T, nkv, hd, kdt);
+            void *kc = b->ops->alloc(b, cb), *vc = b->ops->alloc(b, cb);
+            clv_attn_args a = {.T = T, .pos0 = 0, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .window = 0,
+                               .scale = 0.125f, .ctx = T, .kv_dt = kdt};
+            b->ops->kv_store(b, kc, vc, kv, kv, &a);
+            double best = 1e30;
+            for (int rep = 0; rep < reps + 1; rep++) {
+                double t0 = clv_now();
+                b->ops->attention(b, o, q, kc, vc, &a);
+                double dt = clv_now() - t0;
+                if (rep && dt < best) best = dt;
+            }
+            printf("%-8s attention T=%d 32/4 heads hd 64, %-4s cache  %8.2f ms  %7.1f GFLOP/s\n", lv, T, bf ? "bf16" : "f32",
+                   best * 1e3, 4.0 * nh * hd * (T * (T + 1) / 2.0) / best / 1e9);
+            /* one decoded token over the same T keys (the key-split path) */
+            clv_attn_args d = a;
+            d.T = 1, d.pos0 = T - 1;
+            best = 1e30;
+            for (int rep = 0; rep < 20 * reps + 1; rep++) {
+                double t0 = clv_now();
+                b->ops->attention(b, o, q + (size_t)(T - 1) * nh * hd, kc, vc, &d);
+                double dt = clv_now() - t0;
+                if (rep && dt < best) best = dt;
+            }
+            printf("%-8s attention decode, %d keys, %-4s cache    %8.3f ms  %7.1f GB/s of K and V (one layer's cache)\n", lv, T,
+                   bf ? "bf16" : "f32", best * 1e3, (double)(2 * cb) / best / 1e9);
+            /* the same over 22 layers' caches, one after the other as a decoded token reads them:
+             * from memory, not from the last level cache */
+            enum { LAYERS = 22 };
+            void *lk[LAYERS], *lv_[LAYERS];
+            for (int l = 0; l < LAYERS; l++) {
+                lk[l] = b->ops->alloc(b, cb), lv_[l] = b->ops->alloc(b, cb);
+                b->ops->kv_store(b, lk[l], lv_[l], kv, kv, &a);
+            }
+            best = 1e30;
+            for (int rep = 0; rep < 5 * reps + 1; rep++) {
+                double t0 = clv_now();
+                for (int l = 0; l < LAYERS; l++) b->ops->attention(b, o, q + (size_t)(T - 1) * nh * hd, lk[l], lv_[l], &d);
+                double dt = clv_now() - t0;
+                if (rep && dt < best) best = dt;
+            }
+            printf("%-8s attention decode, %d keys, %-4s cache    %8.3f ms  %7.1f GB/s of K and V (%d layers)\n", lv, T,
+                   bf ? "bf16" : "f32", best * 1e3, (double)(2 * cb) * LAYERS / best / 1e9, LAYERS);
+            for (int l = 0; l < LAYERS; l++) b->ops->free(b, lk[l]), b->ops->free(b, lv_[l]);
             b->ops->free(b, kc), b->ops->free(b, vc);
-            b->ops->destroy(b);
-            continue;
         }
-        printf("%-8s attention T=%d 32/4 heads hd 64  %8.2f ms  %7.1f GFLOP/s\n", lv, T, best * 1e3,
-               4.0 * nh * hd * (T * (T + 1) / 2.0) / best / 1e9);
-        /* one decoded token over the same T keys (the key-split path) */
-        clv_attn_args d = a;
-        d.T = 1, d.pos0 = T - 1;
-        best = 1e30;
-        for (int rep = 0; rep < 20 * reps + 1; rep++) {
-            double t0 = clv_now();
-            b->ops->attention(b, o, q + (size_t)(T - 1) * nh * hd, kc, vc, &d);
-            double dt = clv_now() - t0;
-            if (rep && dt < best) best = dt;
-        }
-        printf("%-8s attention decode, %d keys          %8.3f ms  %7.1f GB/s of K and V\n", lv, T, best * 1e3,
-               2.0 * T * nkv * hd * sizeof(float) / best / 1e9);
         clv_free(q), clv_free(o), clv_free(kv);
-        b->ops->free(b, kc), b->ops->free(b, vc);
         b->ops->destroy(b);
     }
     return 0;

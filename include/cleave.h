@@ -46,6 +46,8 @@ typedef struct clv_load_opts {
     const char *prefill_precision; /* NULL/"f32": prompt matmuls keep f32-level accuracy (bf16 hi + lo
                                    activations on the matrix units); "bf16": activations rounded to
                                    bf16, one pass (faster prefill; transformers' and llama.cpp's rounding) */
+    const char *kv_dtype;       /* NULL/"f32": KV cache in f32; "bf16": rounded to bf16 (half the
+                                   memory and the decode attention reads) */
     const char *offload_folder; /* where disk-tier weights that need converting are written */
     bool no_prefetch;           /* read disk-tier weights synchronously (for measuring prefetch) */
     const char *offload_exec;   /* NULL/"auto" | "main" | "local": who computes the layers stored in CPU RAM:

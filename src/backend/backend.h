@@ -39,19 +39,22 @@ typedef struct clv_attn_args {
     int n_heads, n_kv_heads, head_dim;
     int window;     /* 0: full causal; else key j visible to query i iff i - j < window */
     float scale;    /* 1/sqrt(head_dim) */
-    int ctx;        /* positions the caches hold (clv_kv_cache_floats) */
+    int ctx;        /* positions the caches hold (clv_kv_cache_bytes) */
+    clv_dtype kv_dt; /* the caches' elements: CLV_DT_F32 (0, the default) or CLV_DT_BF16 (--kv-dtype) */
 } clv_attn_args;
 
-/* A layer's key cache and its value cache are clv_kv_cache_floats(ctx, ...)
- * floats each: per kv head (head-major), clv_kv_cache_rows(ctx) positions of
- * head_dim floats, in a layout that belongs to the backend (kv_store writes
- * it, attention reads it; nothing else looks inside). The rows are rounded up
- * to 16, so that a backend may keep keys in blocks of 16 positions. */
+/* A layer's key cache and its value cache are clv_kv_cache_bytes(ctx, ...)
+ * each: per kv head (head-major), clv_kv_cache_rows(ctx) positions of
+ * head_dim elements of kv_dt, in a layout that belongs to the backend
+ * (kv_store writes it, rounding to kv_dt; attention reads it; nothing else
+ * looks inside). The rows are rounded up to 16, so that a backend may keep
+ * keys in blocks of 16 positions. */
 static inline size_t clv_kv_cache_rows(int ctx) { return ((size_t)ctx + 15) & ~(size_t)15; }
-static inline size_t clv_kv_cache_floats(int ctx, int n_kv_heads, int head_dim) {
-    return clv_kv_cache_rows(ctx) * (size_t)n_kv_heads * (size_t)head_dim;
+static inline size_t clv_kv_elem_bytes(clv_dtype dt) { return dt == CLV_DT_BF16 ? 2 : 4; }
+static inline size_t clv_kv_cache_bytes(int ctx, int n_kv_heads, int head_dim, clv_dtype dt) {
+    return clv_kv_cache_rows(ctx) * (size_t)n_kv_heads * (size_t)head_dim * clv_kv_elem_bytes(dt);
 }
-/* where kv head h's part of a cache begins, in floats */
+/* where kv head h's part of a cache begins, in elements */
 static inline size_t clv_kv_head_at(const clv_attn_args *a, int h) {
     return (size_t)h * clv_kv_cache_rows(a->ctx) * (size_t)a->head_dim;
 }
@@ -73,10 +76,10 @@ typedef struct clv_backend_ops {
                  const float *sin_t);
     /* Store T new keys and values (k, v: [T][n_kv_heads][head_dim], as the
      * projections leave them) at positions pos0 .. pos0+T-1 of the caches. */
-    void (*kv_store)(clv_backend *b, float *k_cache, float *v_cache, const float *k, const float *v,
+    void (*kv_store)(clv_backend *b, void *k_cache, void *v_cache, const float *k, const float *v,
                      const clv_attn_args *a);
     /* out[T][n_heads*head_dim] = softmax(q k^T * scale + causal/window mask) v over cache positions 0..pos0+T-1 */
-    void (*attention)(clv_backend *b, float *out, const float *q, const float *k_cache, const float *v_cache,
+    void (*attention)(clv_backend *b, float *out, const float *q, const void *k_cache, const void *v_cache,
                       const clv_attn_args *a);
     /* g[i] = silu(g[i]) * u[i] */
     void (*silu_mul)(clv_backend *b, float *g, const float *u, size_t n);

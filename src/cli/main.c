@@ -46,6 +46,9 @@
     "                         f32-level accuracy; bf16 rounds them to bf16, one pass (about 2x\n" \
     "                         the matrix throughput; transformers' and llama.cpp's rounding).\n" \
     "                         Decode and f32 weights are unaffected\n"                            \
+    "  --kv-dtype f32|bf16    KV cache elements: f32 (default) or rounded to bf16 (half the\n"   \
+    "                         cache memory and half the bytes decode attention reads; the\n"   \
+    "                         cache dtype transformers uses for a bf16 model)\n"              \
     "  --offload-folder DIR   where disk-tier weights that need converting are written; weights\n" \
     "                         already in the right dtype are read from the checkpoint itself\n"  \
     "  --tp N                 tensor parallelism over N ranks (one process each; started here\n"    \
@@ -366,6 +369,7 @@ static bool placement_flag(args *a, clv_load_opts *lo) {
     else if (flag(a, "--offload-exec", NULL)) lo->offload_exec = value(a);
     else if (flag(a, "--dtype", NULL)) lo->dtype = value(a);
     else if (flag(a, "--prefill-precision", NULL)) lo->prefill_precision = value(a);
+    else if (flag(a, "--kv-dtype", NULL)) lo->kv_dtype = value(a);
     else if (flag(a, "--offload-folder", NULL)) lo->offload_folder = value(a);
     else if (flag(a, "-t", "--threads")) lo->n_threads = (int)int_value(a, 1, 4096);
     else return false;
@@ -1109,17 +1113,17 @@ static int cmd_bench(args *a) {
     }
     if (json) {
         printf("{\"pp\":%d,\"tg\":%d,\"devices\":\"%s\",\"isa\":\"%s\",\"prefill_precision\":\"%s\","
-               "\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
+               "\"kv_dtype\":\"%s\",\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
                "\"decode_bytes_per_token\":%llu,\"decode_gb_s\":%.3f,\"disk_bytes_read\":%llu,\"gpu_copy_gbs\":%.1f}\n",
-               pp, tg, be_desc(m), clv_cpu_isa(), m->bf16_prefill ? "bf16" : "f32", best_pp, best_tg,
+               pp, tg, be_desc(m), clv_cpu_isa(), m->bf16_prefill ? "bf16" : "f32", m->kv_dt == CLV_DT_BF16 ? "bf16" : "f32", best_pp, best_tg,
                (unsigned long long)m->decode_bytes, gbs,
                (unsigned long long)(m->streamer ? clv_streamer_bytes_read(m->streamer) : 0), copy_gbs);
     } else {
         printf("model    %s (%s, %.1f MiB of weights)\n", dir, clv_arch_name(m->cfg.arch), m->weight_bytes / 1048576.0);
         printf("devices  %s (%s)\n", be_desc(m), clv_cpu_isa());
         printf("pp%-5d  %10.2f tok/s   (prefill precision %s)\n", pp, best_pp, m->bf16_prefill ? "bf16" : "f32");
-        printf("tg%-5d  %10.2f tok/s   %.2f GB/s of weights (%.1f MB per token)\n", tg, best_tg, gbs,
-               m->decode_bytes / 1e6);
+        printf("tg%-5d  %10.2f tok/s   %.2f GB/s of weights (%.1f MB per token; KV cache %s)\n", tg, best_tg, gbs,
+               m->decode_bytes / 1e6, m->kv_dt == CLV_DT_BF16 ? "bf16" : "f32");
         if (copy_gbs > 0)
             printf("gpu      device copy bandwidth %.1f GB/s (read + write); decode reads weights at %.0f%% of it\n",
                    copy_gbs, 100 * gbs / copy_gbs);

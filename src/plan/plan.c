@@ -545,6 +545,7 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
     p->ctx = ctx;
     p->max_t = req->max_t;
     p->kv_per_token_layer = ms->kv_per_token_layer;
+    p->kv_dt = ms->kv_dt;
     for (int l = 0; l < c->n_layers; l++) p->layer_bytes[l] = ms->layer[l];
     p->embed_bytes = ms->embed;
     p->norm_bytes = ms->norm;
@@ -670,7 +671,7 @@ void clv_plan_print(const clv_plan *p, FILE *f) {
         else clv_size_str(p->budget[d], b, sizeof b);
         fprintf(f, "%-8s %12s %12s %12s %12s %12s %12s\n", dev, w, kv, sc, sg, a, b);
     }
-    fprintf(f, "\nmap (context %d tokens):\n", p->ctx);
+    fprintf(f, "\nmap (context %d tokens, %s KV cache):\n", p->ctx, p->kv_dt == CLV_DT_BF16 ? "bf16" : "f32");
     clv_device_str(&p->devices[p->embed_dev], dev, sizeof dev);
     fprintf(f, "  model.embed_tokens       -> %s\n", dev);
     for (int l = 0; l < p->n_layers;) {

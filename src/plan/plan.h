@@ -117,6 +117,7 @@ typedef struct clv_plan {
     uint64_t weight_bytes[CLV_MAX_DEVICES], kv_bytes[CLV_MAX_DEVICES], scratch_bytes[CLV_MAX_DEVICES],
         staging_bytes[CLV_MAX_DEVICES];
     uint64_t layer_bytes[CLV_MAX_LAYERS], embed_bytes, norm_bytes, head_bytes, kv_per_token_layer;
+    clv_dtype kv_dt; /* the KV caches' elements (--kv-dtype) */
     int tp_size;
 } clv_plan;
 
@@ -127,7 +128,8 @@ typedef struct clv_module_sizes {
     uint64_t leaf_max;        /* largest leaf module: a Linear with its bias, the Embedding, a norm */
     uint64_t rotary;          /* model.rotary_emb's buffers as transformers counts them: inv_freq and
                                  original_inv_freq, float32, ceil(head_dim/2) each */
-    uint64_t kv_per_token_layer;
+    uint64_t kv_per_token_layer; /* keys and values of one token in one layer, in kv_dt */
+    clv_dtype kv_dt;
     uint64_t scratch_per_token, scratch_fixed;
 } clv_module_sizes;
 

@@ -223,7 +223,8 @@ void clv_model_sizes(const clv_model *m, int max_t, clv_module_sizes *ms) {
     ms->rotary = 2 * sizeof(float) * (uint64_t)((c->head_dim + 1) / 2);
     const uint64_t H = (uint64_t)c->hidden, qd = (uint64_t)c->n_heads * c->head_dim,
                    kvd = (uint64_t)c->n_kv_heads * c->head_dim, I = (uint64_t)c->intermediate;
-    ms->kv_per_token_layer = 2 * kvd * sizeof(float);
+    ms->kv_per_token_layer = 2 * kvd * clv_kv_elem_bytes(m->kv_dt);
+    ms->kv_dt = m->kv_dt;
     ms->scratch_per_token = sizeof(float) * (3 * H + 2 * qd + 2 * kvd + 2 * I);
     ms->scratch_fixed = sizeof(float) * (uint64_t)c->vocab;
     (void)max_t;
@@ -1024,6 +1025,14 @@ int clv_model_load(clv_model **out, const char *dir, const clv_load_opts *opts, 
             goto fail;
         }
         m->bf16_prefill = true;
+    }
+    m->kv_dt = CLV_DT_F32;
+    if (opts && opts->kv_dtype && strcmp(opts->kv_dtype, "f32") != 0) {
+        if (strcmp(opts->kv_dtype, "bf16") != 0) {
+            rc = clv_fail(st, CLV_EINVAL, "--kv-dtype '%s': expected f32 or bf16", opts->kv_dtype);
+            goto fail;
+        }
+        m->kv_dt = CLV_DT_BF16;
     }
     if ((rc = clv_topology_detect(&m->topo, st))) goto fail;
     if ((rc = detect_gpus(m, st))) goto fail;

@@ -51,6 +51,7 @@ struct clv_model {
     clv_dtype want_dt;              /* --dtype; CLV_DT_COUNT: as stored */
     int load_threads;               /* threads converting weights at load (-t, else the physical cores) */
     bool bf16_prefill;              /* --prefill-precision bf16 (every backend's bf16_prefill) */
+    clv_dtype kv_dt;                /* --kv-dtype: the KV caches' elements (CLV_DT_F32 or CLV_DT_BF16) */
     clv_st_set offload;             /* converted disk-tier weights (n_files 0: none) */
     /* tensor parallelism */
     clv_tp_plan tp;
@@ -93,8 +94,8 @@ struct clv_session {
     int ctx;   /* KV cache capacity in tokens */
     int pos;   /* tokens already in the cache */
     int max_t; /* tokens per forward chunk */
-    float **k_cache, **v_cache; /* per layer [n_kv_heads][ctx][head_dim] (each head's keys contiguous),
-                                 * on the layer's compute device */
+    void **k_cache, **v_cache;  /* per layer, on the layer's compute device, in its backend's layout
+                                 * (backend.h: clv_kv_cache_bytes) */
     clv_acts host;              /* also the staging between devices */
     clv_acts *dev[CLV_MAX_DEVICES]; /* per plan device with its own memory */
     clv_acts *x_at;             /* where the current hidden states are */

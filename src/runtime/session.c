@@ -65,14 +65,14 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
     s->max_t = ctx < m->prefill_chunk ? ctx : m->prefill_chunk;
     const size_t T = (size_t)s->max_t, half = (size_t)c->head_dim / 2;
     /* Size first, then allocate once; nothing is allocated per token. */
-    s->k_cache = calloc((size_t)c->n_layers, sizeof(float *));
-    s->v_cache = calloc((size_t)c->n_layers, sizeof(float *));
+    s->k_cache = calloc((size_t)c->n_layers, sizeof(void *));
+    s->v_cache = calloc((size_t)c->n_layers, sizeof(void *));
     if (!s->k_cache || !s->v_cache) goto oom;
     for (int l = 0; l < c->n_layers; l++) {
         clv_backend *be = layer_be(m, l);
         int nkv_l = m->tp.attn_sharded[l] ? m->tp.kv_heads : c->n_kv_heads;
         if (m->stage_of[l] != m->stage) nkv_l = 0; /* another stage's layer */
-        const size_t bytes = sizeof(float) * clv_kv_cache_floats(ctx, nkv_l, c->head_dim);
+        const size_t bytes = clv_kv_cache_bytes(ctx, nkv_l, c->head_dim, m->kv_dt);
         s->k_cache[l] = be->ops->alloc(be, bytes);
         s->v_cache[l] = be->ops->alloc(be, bytes);
         if (!s->k_cache[l] || !s->v_cache[l]) goto oom;
@@ -116,7 +116,7 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
 oom:
     clv_session_free(s);
     return clv_fail(st, CLV_ENOMEM, "out of memory allocating a %d-token session (KV cache %.1f MiB)", ctx,
-                    2.0 * c->n_layers * (double)clv_kv_cache_floats(ctx, c->n_kv_heads, c->head_dim) * 4 / (1 << 20));
+                    2.0 * c->n_layers * (double)clv_kv_cache_bytes(ctx, c->n_kv_heads, c->head_dim, m->kv_dt) / (1 << 20));
 }
 
 void clv_session_free(clv_session *s) {
@@ -199,7 +199,7 @@ static int layer_forward(clv_session *s, int l, const clv_layer_w *L, int T, clv
     op->rope(be, a->k, T, nkv, hd, s->pos, a->rope_cos, a->rope_sin);
     clv_attn_args aa = {.T = T, .pos0 = s->pos, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd,
                         .window = c->layer_sliding[l] ? c->sliding_window : 0,
-                        .scale = 1.0f / sqrtf((float)hd), .ctx = s->ctx};
+                        .scale = 1.0f / sqrtf((float)hd), .ctx = s->ctx, .kv_dt = m->kv_dt};
     op->kv_store(be, s->k_cache[l], s->v_cache[l], a->k, a->v, &aa);
     op->attention(be, a->att, a->q, s->k_cache[l], s->v_cache[l], &aa); /* (T, nh*hd) */
     op->matmul(be, a->xb2, a->att, &L->o, L->o_bias, T);                /* (T, H), partial when split */

@@ -13,7 +13,7 @@
  *
  * Usage:
  *   ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]]
- *         [--dump FILE] [--int8] [-v]
+ *         [--dump FILE] [--int8] [--kv-bf16] [-v]
  *
  * Exit status: 0 computed (and PASS when --logits is given), 1 FAIL,
  *              2 usage error, unreadable input or unsupported model.
@@ -479,6 +479,21 @@ static double *load_1d(Store *st, const char *name, int64_t d0, int required)
  * reference then uses q * scale, in double. (The definition is cleave's
  * documented one; the code is this file's own.) */
 static int g_int8;
+
+/* --kv-bf16: keys (after RoPE) and values rounded to the nearest bf16, ties
+ * to even, as cleave --kv-dtype bf16 stores its cache. The double is first
+ * rounded to float (cleave's keys are floats), then its low 16 bits are
+ * rounded off. */
+static int g_kv_bf16;
+
+static void bf16_round(double *x, long n)
+{
+    for (long i = 0; i < n; i++) {
+        union { float f; uint32_t u; } v = {.f = (float)x[i]};
+        v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u;
+        x[i] = v.f;
+    }
+}
 
 static void int8_round_trip(double *W, int64_t rows, int64_t cols)
 {
@@ -1004,6 +1019,10 @@ static double *forward(Model *m, Store *st, const long *ids, long n)
         }
         apply_rope(q, n, NH, D, cosv, sinv);
         apply_rope(k, n, NKV, D, cosv, sinv);
+        if (g_kv_bf16) {
+            bf16_round(k, n * NKV * D);
+            bf16_round(v, n * NKV * D);
+        }
 
         long W = m->window[l];
         for (long hh = 0; hh < NH; hh++) {
@@ -1121,13 +1140,15 @@ static double *forward(Model *m, Store *st, const long *ids, long n)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]] [--dump FILE] [--int8] [-v]\n"
+            "usage: ref64 -m MODEL_DIR --ids 1,2,3 [--logits FILE [--atol A] [--rtol R]] [--dump FILE] [--int8] [--kv-bf16] [-v]\n"
             "  Double-precision reference forward pass (Llama/Mistral/Qwen2/Qwen3/Phi3).\n"
             "  --logits FILE  float32 LE logits [n_ids, vocab] to compare against\n"
             "                 (pass iff |got-ref| <= atol + rtol*|ref| everywhere; defaults 1e-3, 1e-3)\n"
             "  --dump FILE    write this program's logits in the same float32 format\n"
             "  --int8         use every matrix as cleave --dtype int8 does: per row, q = round(w / scale)\n"
             "                 with scale = max|w| / 127 (float32 steps), then w = q * scale\n"
+            "  --kv-bf16      attend over keys (after RoPE) and values rounded to bf16, as cleave\n"
+            "                 --kv-dtype bf16 stores them\n"
             "  -v             also print the RoPE inverse frequencies and attention factor\n"
             "  exit: 0 ok/PASS, 1 FAIL, 2 error or unsupported model\n");
     exit(2);
@@ -1312,6 +1333,8 @@ int main(int argc, char **argv)
             verbose = 1;
         else if (strcmp(a, "--int8") == 0)
             g_int8 = 1;
+        else if (strcmp(a, "--kv-bf16") == 0)
+            g_kv_bf16 = 1;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
             usage();
         else {

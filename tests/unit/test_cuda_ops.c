@@ -323,32 +323,38 @@ typedef struct {
 
 /* Each backend stores the same keys and values in its own cache layout
  * (kv_store; positions before pos0 first, then the queries' own, as the
- * session does) and attends over them; the caches hold 3 positions more. */
-static void test_attention_one(const attn_case *c) {
+ * session does) and attends over them; the caches hold 3 positions more.
+ * dt: the caches' elements (f32, or bf16: both backends round to nearest
+ * even, so they attend over the same values). */
+static void test_attention_one(const attn_case *c, clv_dtype dt) {
     /* under the CPU emulator (tests/gpu/emu/run.sh) the largest cases would take minutes */
     if (getenv("CLV_CUDA_TEST_SMALL") && (long)c->T * c->n_heads * (c->pos0 + c->T) > 250000) return;
     const int P = c->pos0 + c->T, ctx = P + 3, kvd = c->n_kv_heads * c->hd;
     const size_t nq = (size_t)c->T * c->n_heads * c->hd, nkv = (size_t)P * kvd;
-    const size_t cb = sizeof(float) * clv_kv_cache_floats(ctx, c->n_kv_heads, c->hd);
+    const size_t cb = clv_kv_cache_bytes(ctx, c->n_kv_heads, c->hd, dt);
     float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nkv), *v = malloc(sizeof(float) * nkv);
     float *oc = malloc(sizeof(float) * nq), *og = malloc(sizeof(float) * nq);
     fill(q, nq, 2.0);
     fill(k, nkv, 2.0);
     fill(v, nkv, 1.0);
     clv_attn_args a = {.T = c->pos0, .pos0 = 0, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-                       .head_dim = c->hd, .window = c->window, .scale = 1.0f / sqrtf((float)c->hd), .ctx = ctx};
+                       .head_dim = c->hd, .window = c->window, .scale = 1.0f / sqrtf((float)c->hd), .ctx = ctx,
+                       .kv_dt = dt};
     clv_attn_args b = a;
     b.T = c->T, b.pos0 = c->pos0;
     /* every position not stored is NaN in both backends' caches */
-    float *nan_fill = malloc(cb), *hk = g_cpu->ops->alloc(g_cpu, cb), *hv = g_cpu->ops->alloc(g_cpu, cb);
-    for (size_t i = 0; i < cb / sizeof(float); i++) nan_fill[i] = NAN;
+    void *nan_fill = malloc(cb), *hk = g_cpu->ops->alloc(g_cpu, cb), *hv = g_cpu->ops->alloc(g_cpu, cb);
+    if (dt == CLV_DT_BF16)
+        for (size_t i = 0; i < cb / 2; i++) ((uint16_t *)nan_fill)[i] = 0x7fc0;
+    else
+        for (size_t i = 0; i < cb / sizeof(float); i++) ((float *)nan_fill)[i] = NAN;
     memcpy(hk, nan_fill, cb), memcpy(hv, nan_fill, cb);
     if (c->pos0) g_cpu->ops->kv_store(g_cpu, hk, hv, k, v, &a);
     g_cpu->ops->kv_store(g_cpu, hk, hv, k + (size_t)c->pos0 * kvd, v + (size_t)c->pos0 * kvd, &b);
     g_cpu->ops->attention(g_cpu, oc, q, hk, hv, &b);
     g_cpu->ops->free(g_cpu, hk), g_cpu->ops->free(g_cpu, hv);
     float *dq = up(q, sizeof(float) * nq), *dk = up(k, sizeof(float) * nkv), *dv = up(v, sizeof(float) * nkv);
-    float *dkc = g_gpu->ops->alloc(g_gpu, cb), *dvc = g_gpu->ops->alloc(g_gpu, cb);
+    void *dkc = g_gpu->ops->alloc(g_gpu, cb), *dvc = g_gpu->ops->alloc(g_gpu, cb);
     float *dout = g_gpu->ops->alloc(g_gpu, sizeof(float) * nq);
     for (size_t i = 0; i < nq; i++) og[i] = NAN;
     if (dq && dk && dv && dkc && dvc && dout) {
@@ -360,8 +366,8 @@ static void test_attention_one(const attn_case *c) {
         down(og, dout, sizeof(float) * nq);
     }
     char what[128];
-    snprintf(what, sizeof what, "attention T=%d pos0=%d heads=%d/%d hd=%d window=%d", c->T, c->pos0, c->n_heads,
-             c->n_kv_heads, c->hd, c->window);
+    snprintf(what, sizeof what, "attention, %s cache, T=%d pos0=%d heads=%d/%d hd=%d window=%d",
+             dt == CLV_DT_BF16 ? "bf16" : "f32", c->T, c->pos0, c->n_heads, c->n_kv_heads, c->hd, c->window);
     if (gpu_ok(what)) report(S_ATTN, what, og, oc, NULL, nq, TOL);
     dfree(dq), dfree(dk), dfree(dv), dfree(dkc), dfree(dvc), dfree(dout);
     free(q), free(k), free(v), free(oc), free(og), free(nan_fill);
@@ -374,7 +380,12 @@ static void test_attention(void) {
         {1, 5000, 8, 2, 128, 0},  {1, 5000, 8, 2, 128, 1000}, {3, 2000, 32, 8, 128, 0}, {1, 700, 2, 1, 256, 0},
         {2, 300, 4, 2, 512, 0},   {1, 0, 1, 1, 512, 0},      {64, 900, 32, 8, 80, 0},  {1, 100000, 4, 1, 64, 0},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_one(&cases[i]);
+    /* under the emulator, a bf16 cache in every fourth case (emu_kernels.cpp runs the kernels on all of them) */
+    const bool small = getenv("CLV_CUDA_TEST_SMALL") != NULL;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        test_attention_one(&cases[i], CLV_DT_F32);
+        if (!small || i % 4 == 1) test_attention_one(&cases[i], CLV_DT_BF16);
+    }
 }
 
 /* ---- embed ----------------------------------------------------------------------------- */

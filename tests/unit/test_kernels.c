@@ -183,28 +183,41 @@ static double ref_attention_row(const float *o, const float *q, double scale, co
     return worst;
 }
 
+/* NaN in a cache of element type dt (f32 or bf16), at element i */
+static void kv_nan(void *c, size_t i, clv_dtype dt) {
+    if (dt == CLV_DT_BF16) ((uint16_t *)c)[i] = 0x7fc0;
+    else ((float *)c)[i] = NAN;
+}
+/* x as a cache of type dt holds it (bf16: rounded to nearest even) */
+static float kv_round(float x, clv_dtype dt) { return dt == CLV_DT_BF16 ? clv_bf16_to_f32(clv_f32_to_bf16(x)) : x; }
+
 /* The keys and values go into the backend's caches through kv_store, as the
  * session stores them (positions before pos0 first, then the T queries' own);
  * the caches hold a few positions more than P, and every position not
- * stored is NaN, so a kernel that lets one into a result fails. */
-static void test_attention_one(clv_backend *b, const char *lvl, int T, int pos0, int nh, int nkv, int hd, int window) {
+ * stored is NaN, so a kernel that lets one into a result fails. A bf16 cache
+ * is checked against the float64 attention over the keys and values rounded
+ * to bf16, at the same tolerance: kv_store must round to nearest even, and
+ * the kernels must compute with exactly what it stored. */
+static void test_attention_one(clv_backend *b, const char *lvl, clv_dtype dt, int T, int pos0, int nh, int nkv, int hd,
+                               int window) {
     const int P = pos0 + T, kvd = nkv * hd, ctx = P + 5;
     float *q = clv_alloc(sizeof(float) * (size_t)T * nh * hd), *o = clv_alloc(sizeof(float) * (size_t)T * nh * hd);
     float *kc = clv_alloc(sizeof(float) * (size_t)P * kvd), *vc = clv_alloc(sizeof(float) * (size_t)P * kvd);
     for (size_t i = 0; i < (size_t)T * nh * hd; i++) q[i] = (float)(urand() * 2);
     for (size_t i = 0; i < (size_t)P * kvd; i++) kc[i] = (float)(urand() * 2), vc[i] = (float)urand();
     const float scale = 1.0f / sqrtf((float)hd);
-    const size_t cn = clv_kv_cache_floats(ctx, nkv, hd);
-    float *kcache = b->ops->alloc(b, sizeof(float) * cn), *vcache = b->ops->alloc(b, sizeof(float) * cn);
-    for (size_t i = 0; i < cn; i++) kcache[i] = vcache[i] = NAN;
+    const size_t cb = clv_kv_cache_bytes(ctx, nkv, hd, dt), cn = cb / clv_kv_elem_bytes(dt);
+    void *kcache = b->ops->alloc(b, cb), *vcache = b->ops->alloc(b, cb);
+    for (size_t i = 0; i < cn; i++) kv_nan(kcache, i, dt), kv_nan(vcache, i, dt);
     clv_attn_args a = {.T = pos0, .pos0 = 0, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .window = window,
-                       .scale = scale, .ctx = ctx};
+                       .scale = scale, .ctx = ctx, .kv_dt = dt};
     if (pos0) b->ops->kv_store(b, kcache, vcache, kc, vc, &a);
     a.T = T, a.pos0 = pos0;
     b->ops->kv_store(b, kcache, vcache, kc + (size_t)pos0 * kvd, vc + (size_t)pos0 * kvd, &a);
     b->ops->attention(b, o, q, kcache, vcache, &a);
     b->ops->free(b, kcache);
     b->ops->free(b, vcache);
+    for (size_t i = 0; i < (size_t)P * kvd; i++) kc[i] = kv_round(kc[i], dt), vc[i] = kv_round(vc[i], dt);
     double worst = 0;
     double *sc = malloc(sizeof(double) * (size_t)P);
     for (int t = 0; t < T; t++)
@@ -216,8 +229,8 @@ static void test_attention_one(clv_backend *b, const char *lvl, int T, int pos0,
                                                &mx, &l);
             if (!(e <= worst)) worst = e;
         }
-    CHECK(worst <= 2e-6, "%s attention T=%d pos0=%d heads=%d/%d hd=%d window=%d: max abs err %.3g", lvl, T, pos0, nh,
-          nkv, hd, window, worst);
+    CHECK(worst <= 2e-6, "%s attention, %s cache, T=%d pos0=%d heads=%d/%d hd=%d window=%d: max abs err %.3g", lvl,
+          dt == CLV_DT_BF16 ? "bf16" : "f32", T, pos0, nh, nkv, hd, window, worst);
     free(sc);
     clv_free(q);
     clv_free(o);
@@ -230,13 +243,14 @@ static void test_attention_one(clv_backend *b, const char *lvl, int T, int pos0,
  * windows and causal masks make them. Every key and value outside the
  * union of the ranges is NaN, so a read past a row's range that reaches a
  * result (a value below the lowest lo, a key past a block's end) fails. */
-static void test_attn_tile_ranges(const clv_cpu_kernels *k, const char *lvl) {
+static void test_attn_tile_ranges(const clv_cpu_kernels *k, const char *lvl, clv_dtype dt) {
+    const size_t es = clv_kv_elem_bytes(dt);
     static const int cases[][3] = {/* R, hd, ctx */ {1, 16, 40}, {5, 24, 130}, {8, 64, 300}, {3, 100, 77}, {9, 8, 1000}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int R = cases[c][0], hd = cases[c][1], ctx = cases[c][2];
         const size_t rows = clv_kv_cache_rows(ctx);
         float *q = clv_alloc(sizeof(float) * (size_t)R * hd), *o = clv_alloc(sizeof(float) * (size_t)R * hd);
-        float *kc = clv_alloc(sizeof(float) * rows * hd), *vc = clv_alloc(sizeof(float) * rows * hd);
+        void *kc = clv_alloc(es * rows * hd), *vc = clv_alloc(es * rows * hd);
         float *kd = malloc(sizeof(float) * (size_t)ctx * hd), *vd = malloc(sizeof(float) * (size_t)ctx * hd);
         float *work = clv_alloc(sizeof(float) * clv_attn_work_floats(R, hd)), m[16], l[16];
         int lo[16], hi[16], umin = ctx, umax = 0;
@@ -249,14 +263,17 @@ static void test_attn_tile_ranges(const clv_cpu_kernels *k, const char *lvl) {
         for (int p = 0; p < ctx; p++)
             for (int d = 0; d < hd; d++) {
                 const bool in = p >= umin && p <= umax;
-                kd[(size_t)p * hd + d] = (float)(urand() * 2), vd[(size_t)p * hd + d] = (float)urand();
-                kc[clv_kcache_at(p, d, hd)] = in ? kd[(size_t)p * hd + d] : NAN;
-                vc[(size_t)p * hd + d] = in ? vd[(size_t)p * hd + d] : NAN;
+                const float kx = kv_round((float)(urand() * 2), dt), vx = kv_round((float)urand(), dt);
+                const size_t ki = clv_kcache_at(p, d, hd), vi = (size_t)p * hd + d;
+                kd[vi] = kx, vd[vi] = vx;
+                if (!in) kv_nan(kc, ki, dt), kv_nan(vc, vi, dt);
+                else if (dt == CLV_DT_BF16) ((uint16_t *)kc)[ki] = clv_f32_to_bf16(kx), ((uint16_t *)vc)[vi] = clv_f32_to_bf16(vx);
+                else ((float *)kc)[ki] = kx, ((float *)vc)[vi] = vx;
             }
         for (size_t i = (size_t)ctx; i < rows; i++)
-            for (int d = 0; d < hd; d++) kc[clv_kcache_at((int)i, d, hd)] = vc[i * hd + d] = NAN;
+            for (int d = 0; d < hd; d++) kv_nan(kc, clv_kcache_at((int)i, d, hd), dt), kv_nan(vc, i * hd + d, dt);
         for (int i = 0; i < R * hd; i++) q[i] = (float)(urand() * 0.3);
-        clv_attn_tile t = {R, hd, q, lo, hi, kc, vc, o, work, m, l};
+        clv_attn_tile t = {R, hd, q, lo, hi, kc, vc, dt, o, work, m, l};
         k->attn_tile(&t);
         double worst = 0;
         double *sc = malloc(sizeof(double) * (size_t)ctx);
@@ -269,8 +286,8 @@ static void test_attn_tile_ranges(const clv_cpu_kernels *k, const char *lvl) {
             if (!(me <= 1e-5 && le <= 1e-5)) worst = INFINITY;
         }
         free(sc);
-        CHECK(worst <= 2e-6, "%s attn_tile R=%d hd=%d ctx=%d, own ranges per row, NaN outside them: max abs err %.3g", lvl,
-              R, hd, ctx, worst);
+        CHECK(worst <= 2e-6, "%s attn_tile, %s cache, R=%d hd=%d ctx=%d, own ranges per row, NaN outside them: max abs err %.3g",
+              lvl, dt == CLV_DT_BF16 ? "bf16" : "f32", R, hd, ctx, worst);
         clv_free(q), clv_free(o), clv_free(kc), clv_free(vc), clv_free(work), free(kd), free(vd);
     }
 }
@@ -287,7 +304,9 @@ static void test_attention(clv_backend *b, const char *lvl) {
         {1, 300, 130, 1, 8, 0}, {1, 257, 6, 3, 40, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        test_attention_one(b, lvl, cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4], cases[i][5]);
+        for (int bf = 0; bf < 2; bf++)
+            test_attention_one(b, lvl, bf ? CLV_DT_BF16 : CLV_DT_F32, cases[i][0], cases[i][1], cases[i][2], cases[i][3],
+                               cases[i][4], cases[i][5]);
 }
 
 /* ---- elementwise ---------------------------------------------------------------------- */
@@ -387,7 +406,8 @@ int main(void) {
             printf("  %-6s not available on this CPU: skipped\n", k_levels[l]);
             continue;
         }
-        test_attn_tile_ranges(k, k_levels[l]);
+        test_attn_tile_ranges(k, k_levels[l], CLV_DT_F32);
+        test_attn_tile_ranges(k, k_levels[l], CLV_DT_BF16);
         for (int nth = 1; nth <= 3; nth += 2) {
             clv_backend *b = clv_cpu_backend_new_with("cpu", nth, NULL, k);
             CHECK(b != NULL, "backend %s", k_levels[l]);

@@ -265,7 +265,8 @@ static void cpu_rope(clv_backend *b, float *x, int T, int n_heads, int hd, int p
 typedef struct {
     cpu_impl *im;
     float *out;
-    const float *q, *kc, *vc;
+    const float *q;
+    const void *kc, *vc;
     const clv_attn_args *a;
     int hc, n_hc, bq, n_tb; /* heads per tile, head chunks per kv head, tokens per tile, token blocks */
     _Atomic int next;
@@ -293,8 +294,9 @@ static void attn_task(void *ctx, int ith, int nth) {
                 ab->hi[R] = pos;
             }
         }
-        const size_t ho = clv_kv_head_at(a, kvh);
-        clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + ho, j->vc + ho, ab->o, ab->work, NULL, NULL};
+        const size_t ho = clv_kv_head_at(a, kvh) * clv_kv_elem_bytes(a->kv_dt);
+        clv_attn_tile tile = {R,     hd,       ab->q, ab->lo,   ab->hi, (const char *)j->kc + ho, (const char *)j->vc + ho,
+                              a->kv_dt, ab->o, ab->work, NULL, NULL};
         j->im->k->attn_tile(&tile);
         R = 0;
         for (int t = t0; t < t1; t++)
@@ -316,7 +318,8 @@ _Static_assert(ATTN_SPLIT_MIN >= CLV_KBLOCK, "split edges are rounded down to ke
 
 typedef struct {
     cpu_impl *im;
-    const float *q, *kc, *vc;
+    const float *q;
+    const void *kc, *vc;
     const clv_attn_args *a;
     int lo, len, n_split; /* keys lo .. lo + len - 1, in n_split equal parts */
     float *part;          /* [n_split][n_heads][hd + 2]: o, m, l */
@@ -350,8 +353,9 @@ static void attn_split_task(void *ctx, int ith, int nth) {
                     ab->lo[r] = k0;
                     ab->hi[r] = k1 - 1;
                 }
-                const size_t ho = clv_kv_head_at(a, kvh);
-                clv_attn_tile tile = {R, hd, ab->q, ab->lo, ab->hi, j->kc + ho, j->vc + ho, ab->o, ab->work, m, l};
+                const size_t ho = clv_kv_head_at(a, kvh) * clv_kv_elem_bytes(a->kv_dt);
+                clv_attn_tile tile = {R,        hd,    ab->q,    ab->lo, ab->hi, (const char *)j->kc + ho, (const char *)j->vc + ho,
+                                      a->kv_dt, ab->o, ab->work, m,      l};
                 j->im->k->attn_tile(&tile);
                 for (int r = 0; r < R; r++) {
                     float *p = j->part + ((size_t)s * a->n_heads + h0 + r) * pw;
@@ -380,22 +384,30 @@ static void attn_merge(float *out, const float *part, int n_split, int n_heads, 
     }
 }
 
-/* keys into 16-position blocks (kernels.h, clv_kcache_at), values as rows */
-static void cpu_kv_store(clv_backend *b, float *kc, float *vc, const float *k, const float *v, const clv_attn_args *a) {
+/* keys into 16-position blocks (kernels.h, clv_kcache_at), values as rows,
+ * each element as f32 or rounded to bf16 */
+static void cpu_kv_store(clv_backend *b, void *kc, void *vc, const float *k, const float *v, const clv_attn_args *a) {
     (void)b;
     const int hd = a->head_dim, nkv = a->n_kv_heads;
-    CLV_ASSERT(a->pos0 >= 0 && a->pos0 + a->T <= a->ctx);
+    const bool bf16 = a->kv_dt == CLV_DT_BF16;
+    CLV_ASSERT(a->pos0 >= 0 && a->pos0 + a->T <= a->ctx && (bf16 || a->kv_dt == CLV_DT_F32));
     for (int t = 0; t < a->T; t++)
         for (int h = 0; h < nkv; h++) {
             const int pos = a->pos0 + t;
             const float *ks = k + ((size_t)t * nkv + h) * hd, *vs = v + ((size_t)t * nkv + h) * hd;
-            float *kd = kc + clv_kv_head_at(a, h) + clv_kcache_at(pos, 0, hd);
-            for (int d = 0; d < hd; d++) kd[(size_t)d * CLV_KBLOCK] = ks[d];
-            memcpy(vc + clv_kv_head_at(a, h) + (size_t)pos * hd, vs, sizeof(float) * (size_t)hd);
+            const size_t kd = clv_kv_head_at(a, h) + clv_kcache_at(pos, 0, hd), vd = clv_kv_head_at(a, h) + (size_t)pos * hd;
+            if (bf16) {
+                uint16_t *kb = (uint16_t *)kc + kd, *vb = (uint16_t *)vc + vd;
+                for (int d = 0; d < hd; d++) kb[(size_t)d * CLV_KBLOCK] = clv_f32_to_bf16(ks[d]), vb[d] = clv_f32_to_bf16(vs[d]);
+            } else {
+                float *kf = (float *)kc + kd;
+                for (int d = 0; d < hd; d++) kf[(size_t)d * CLV_KBLOCK] = ks[d];
+                memcpy((float *)vc + vd, vs, sizeof(float) * (size_t)hd);
+            }
         }
 }
 
-static void cpu_attention(clv_backend *b, float *out, const float *q, const float *kc, const float *vc,
+static void cpu_attention(clv_backend *b, float *out, const float *q, const void *kc, const void *vc,
                           const clv_attn_args *a) {
     CLV_ASSERT(a->head_dim <= CLV_MAX_HEAD_DIM && a->n_heads % a->n_kv_heads == 0 && a->pos0 + a->T <= a->ctx);
     const int group = a->n_heads / a->n_kv_heads;

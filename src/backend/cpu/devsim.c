@@ -47,10 +47,10 @@ static void ds_rope(clv_backend *b, float *x, int T, int n_heads, int head_dim, 
                     const float *sin_t) {
     inner(b)->ops->rope(inner(b), dev(x), T, n_heads, head_dim, pos0, dev(cos_t), dev(sin_t));
 }
-static void ds_kv_store(clv_backend *b, float *kc, float *vc, const float *k, const float *v, const clv_attn_args *a) {
+static void ds_kv_store(clv_backend *b, void *kc, void *vc, const float *k, const float *v, const clv_attn_args *a) {
     inner(b)->ops->kv_store(inner(b), dev(kc), dev(vc), dev(k), dev(v), a);
 }
-static void ds_attention(clv_backend *b, float *out, const float *q, const float *k, const float *v,
+static void ds_attention(clv_backend *b, float *out, const float *q, const void *k, const void *v,
                          const clv_attn_args *a) {
     inner(b)->ops->attention(inner(b), dev(out), dev(q), dev(k), dev(v), a);
 }

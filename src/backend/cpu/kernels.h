@@ -19,7 +19,8 @@
  * keys in blocks of CLV_KBLOCK positions stored dimension-major
  * ([position / 16][head_dim][16]), so that attention loads element d of 16
  * keys as one vector instead of transposing rows; values as rows
- * ([position][head_dim]). */
+ * ([position][head_dim]). Elements are f32, or bf16 (rounded to nearest
+ * even by kv_store) and widened to f32 in registers as they are read. */
 #define CLV_KBLOCK 16
 static inline size_t clv_kcache_at(int pos, int d, int hd) {
     return (size_t)(pos / CLV_KBLOCK) * (size_t)hd * CLV_KBLOCK + (size_t)d * CLV_KBLOCK + (size_t)(pos % CLV_KBLOCK);
@@ -34,7 +35,8 @@ typedef struct clv_attn_tile {
     int R, hd;
     const float *q;       /* [R][hd], already multiplied by the softmax scale */
     const int *lo, *hi;   /* [R]; hi is non-decreasing in r, lo[r] <= hi[r] */
-    const float *k, *v;   /* this kv head's caches (clv_kcache_at; v rows hd floats apart) */
+    const void *k, *v;    /* this kv head's caches (clv_kcache_at; v rows hd elements apart) */
+    clv_dtype kv_dt;      /* their elements: CLV_DT_F32 or CLV_DT_BF16 */
     float *o;             /* [R][hd] */
     float *work;          /* clv_attn_work_floats(R, hd) floats, 64-byte aligned */
     float *m, *l;         /* optional [R]: each row's largest (scaled) score and sum of exp(score - m),
@@ -45,8 +47,8 @@ typedef struct clv_attn_tile {
 #define CLV_ATTN_BK 64
 #define CLV_ATTN_MAX_ROWS 64
 static inline size_t clv_attn_work_floats(int R, int hd) {
-    (void)hd;
-    return (size_t)R * CLV_ATTN_BK + 2 * (size_t)R + 64;
+    /* scores [R][64], m and l [R] (rounded up to 16), a block of keys and of values widened from bf16 */
+    return (size_t)R * CLV_ATTN_BK + ((2 * (size_t)R + 15) & ~(size_t)15) + 2 * (size_t)CLV_ATTN_BK * (size_t)hd + 64;
 }
 
 typedef struct clv_cpu_kernels {

@@ -22,7 +22,8 @@
  *
  * Attention (attn_tile): keys in blocks of 64, read from the cache's
  * dimension-major key blocks (no transpose), so that scores, softmax and P.V
- * are all dense FMA work over the tile's rows. */
+ * are all dense FMA work over the tile's rows; a bf16 cache is widened to f32
+ * as it is loaded (a shift), and the arithmetic is the same. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -356,21 +357,31 @@ TGT static void gemm(float *y, int ldy, const float *x, const void *w, clv_dtype
 
 /* ---- attention ---------------------------------------------------------------------- */
 
+/* Cache elements as f32 vectors: f32 as they are, bf16 widened (a shift). */
+INL __m512 kv_ld_f32(const float *p) { return _mm512_loadu_ps(p); }
+INL __m512 kv_ld_bf16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+INL __m512 kv_ldm_f32(__mmask16 m, const float *p) { return _mm512_maskz_loadu_ps(m, p); }
+INL __m512 kv_ldm_bf16(__mmask16 m, const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
 /* scores s[r][0..64) = q[r] . k for rows r0..r0+RR-1, over the 64 keys of four
  * consecutive 16-position key blocks at kb (clv_kcache_at: element d of the
  * block's keys is one vector). Only the first nsb blocks are read; the
  * scores of the others are garbage (copies of the first's), for the caller
- * to mask. */
-#define DEFINE_SCORES(RR)                                                                          \
-    INL void scores_##RR(float *s, const float *q, const float *kb, int hd, int nsb) {              \
+ * to mask. One version per cache element type KT (SFX, loaded by kv_ld_SFX). */
+#define DEFINE_SCORES(RR, SFX, KT)                                                                 \
+    INL void scores_##RR##_##SFX(float *s, const float *q, const KT *kb, int hd, int nsb) {        \
         __m512 a0[RR], a1[RR], a2[RR], a3[RR];                                                      \
         const size_t bs = (size_t)hd * CLV_KBLOCK, o1 = nsb > 1 ? bs : 0, o2 = nsb > 2 ? 2 * bs : 0,  \
                      o3 = nsb > 3 ? 3 * bs : 0;                                                     \
         _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) a0[i] = a1[i] = a2[i] = a3[i] = _mm512_setzero_ps(); \
         for (int d = 0; d < hd; d++) {                                                              \
-            const float *kd = kb + (size_t)d * CLV_KBLOCK;                                          \
-            const __m512 k0 = _mm512_load_ps(kd), k1 = _mm512_load_ps(kd + o1), k2 = _mm512_load_ps(kd + o2), \
-                         k3 = _mm512_load_ps(kd + o3);                                              \
+            const KT *kd = kb + (size_t)d * CLV_KBLOCK;                                             \
+            const __m512 k0 = kv_ld_##SFX(kd), k1 = kv_ld_##SFX(kd + o1), k2 = kv_ld_##SFX(kd + o2),   \
+                         k3 = kv_ld_##SFX(kd + o3);                                                 \
             _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) {                                  \
                 const __m512 qb = _mm512_set1_ps(q[(size_t)i * hd + d]);                            \
                 a0[i] = _mm512_fmadd_ps(qb, k0, a0[i]);                                             \
@@ -386,14 +397,16 @@ TGT static void gemm(float *y, int ldy, const float *x, const void *w, clv_dtype
             _mm512_store_ps(s + (size_t)i * CLV_ATTN_BK + 48, a3[i]);                               \
         }                                                                                           \
     }
-DEFINE_SCORES(4)
-DEFINE_SCORES(1)
+DEFINE_SCORES(4, f32, float)
+DEFINE_SCORES(1, f32, float)
+DEFINE_SCORES(4, bf16, uint16_t)
+DEFINE_SCORES(1, bf16, uint16_t)
 
-/* o[r] += sum_j p[r][j] v[j] over keys j_lo .. nb-1 (v rows hd floats apart), for RR rows, hd columns
+/* o[r] += sum_j p[r][j] v[j] over keys j_lo .. nb-1 (v rows hd elements apart), for RR rows, hd columns
  * from c0, up to 64.
  * (Every accumulator is named, not indexed, so that they all stay in registers.) */
-#define DEFINE_PV(RR)                                                                              \
-    INL void pv_##RR(float *o, const float *p, const float *v, int j_lo, int nb, int hd, int c0) { \
+#define DEFINE_PV(RR, SFX, KT)                                                                     \
+    INL void pv_##RR##_##SFX(float *o, const float *p, const KT *v, int j_lo, int nb, int hd, int c0) { \
         const __mmask16 k0 = mask16(hd - c0), k1 = mask16(hd - c0 - 16), k2 = mask16(hd - c0 - 32), \
                         k3 = mask16(hd - c0 - 48);                                                  \
         __m512 a0[RR], a1[RR], a2[RR], a3[RR];                                                      \
@@ -405,9 +418,9 @@ DEFINE_SCORES(1)
             a3[i] = _mm512_maskz_loadu_ps(k3, orow + 48);                                           \
         }                                                                                           \
         for (int jj = j_lo; jj < nb; jj++) {                                                        \
-            const float *vr = v + (size_t)jj * hd + c0;                                             \
-            const __m512 v0 = _mm512_maskz_loadu_ps(k0, vr), v1 = _mm512_maskz_loadu_ps(k1, vr + 16), \
-                         v2 = _mm512_maskz_loadu_ps(k2, vr + 32), v3 = _mm512_maskz_loadu_ps(k3, vr + 48); \
+            const KT *vr = v + (size_t)jj * hd + c0;                                                \
+            const __m512 v0 = kv_ldm_##SFX(k0, vr), v1 = kv_ldm_##SFX(k1, vr + 16),                  \
+                         v2 = kv_ldm_##SFX(k2, vr + 32), v3 = kv_ldm_##SFX(k3, vr + 48);             \
             _Pragma("GCC unroll 8") for (int i = 0; i < RR; i++) {                                  \
                 const __m512 pb = _mm512_set1_ps(p[(size_t)i * CLV_ATTN_BK + jj]);                  \
                 a0[i] = _mm512_fmadd_ps(pb, v0, a0[i]);                                             \
@@ -424,13 +437,28 @@ DEFINE_SCORES(1)
             _mm512_mask_storeu_ps(orow + 48, k3, a3[i]);                                            \
         }                                                                                           \
     }
-DEFINE_PV(4)
-DEFINE_PV(1)
+/* dst[0..n) = src widened from bf16 */
+INL void widen_bf16(float *dst, const uint16_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, kv_ld_bf16(src + i));
+    if (i < n) _mm512_mask_storeu_ps(dst + i, mask16((int)(n - i)), kv_ldm_bf16(mask16((int)(n - i)), src + i));
+}
+
+DEFINE_PV(4, f32, float)
+DEFINE_PV(1, f32, float)
+DEFINE_PV(4, bf16, uint16_t)
+DEFINE_PV(1, bf16, uint16_t)
 
 TGT static void attn_tile(const clv_attn_tile *a) {
     const int R = a->R, hd = a->hd;
     float *S = a->work;                          /* [R][64] scores, then probabilities */
     float *mrow = S + (size_t)R * CLV_ATTN_BK, *lrow = mrow + R;
+    const bool bf16 = a->kv_dt == CLV_DT_BF16;
+    const float *kf = a->k, *vf = a->v;
+    const uint16_t *kbf = a->k, *vbf = a->v;
+    /* a bf16 block seen by more rows than one pass of the kernels takes is widened once,
+     * into kw ([4][hd][16], as the cache) and vw ([64][hd]), and read from there as f32 */
+    float *kw = mrow + ((2 * (size_t)R + 15) & ~(size_t)15), *vw = kw + (size_t)CLV_ATTN_BK * hd;
     int jlo = a->lo[0], jhi = a->hi[R - 1];
     for (int r = 0; r < R; r++) {
         mrow[r] = -INFINITY;
@@ -450,10 +478,22 @@ TGT static void attn_tile(const clv_attn_tile *a) {
         int ra = 0;
         while (ra < R && a->hi[ra] < j0) ra++;
         if (ra == R) break;
-        const float *kb = a->k + clv_kcache_at(j0, 0, hd);
+        /* f32 keys of this block: the cache's, or a bf16 block widened; NULL: read as bf16 */
+        const size_t kb = clv_kcache_at(j0, 0, hd);
+        const bool widen = bf16 && R - ra > 4;
+        const float *ks = bf16 ? NULL : kf + kb;
+        if (widen) {
+            widen_bf16(kw, kbf + kb, (size_t)nsb * CLV_KBLOCK * hd);
+            ks = kw;
+        }
         int r = ra;
-        for (; r + 4 <= R; r += 4) scores_4(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kb, hd, nsb);
-        for (; r < R; r++) scores_1(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kb, hd, nsb);
+        if (ks) {
+            for (; r + 4 <= R; r += 4) scores_4_f32(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, ks, hd, nsb);
+            for (; r < R; r++) scores_1_f32(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, ks, hd, nsb);
+        } else {
+            for (; r + 4 <= R; r += 4) scores_4_bf16(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kbf + kb, hd, nsb);
+            for (; r < R; r++) scores_1_bf16(S + (size_t)r * CLV_ATTN_BK, a->q + (size_t)r * hd, kbf + kb, hd, nsb);
+        }
         /* mask, online softmax: P replaces S; rows with nothing visible get P = 0 */
         int j_lo = nb; /* the first key any row sees: values below it are not read */
         for (r = ra; r < R; r++) {
@@ -497,11 +537,22 @@ TGT static void attn_tile(const clv_attn_tile *a) {
             mrow[r] = mnew;
             lrow[r] += _mm512_reduce_add_ps(sum);
         }
-        const float *vb = a->v + (size_t)j0 * hd;
+        /* values likewise (vs[j * hd] is key j0 + j's row) */
+        const size_t vb = (size_t)j0 * hd;
+        const float *vs = bf16 ? NULL : vf + vb;
+        if (widen) {
+            widen_bf16(vw + (size_t)j_lo * hd, vbf + vb + (size_t)j_lo * hd, (size_t)(nb - j_lo) * hd);
+            vs = vw;
+        }
         for (int c0 = 0; c0 < hd; c0 += 64) {
             r = ra;
-            for (; r + 4 <= R; r += 4) pv_4(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vb, j_lo, nb, hd, c0);
-            for (; r < R; r++) pv_1(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vb, j_lo, nb, hd, c0);
+            if (vs) {
+                for (; r + 4 <= R; r += 4) pv_4_f32(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vs, j_lo, nb, hd, c0);
+                for (; r < R; r++) pv_1_f32(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vs, j_lo, nb, hd, c0);
+            } else {
+                for (; r + 4 <= R; r += 4) pv_4_bf16(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vbf + vb, j_lo, nb, hd, c0);
+                for (; r < R; r++) pv_1_bf16(a->o + (size_t)r * hd, S + (size_t)r * CLV_ATTN_BK, vbf + vb, j_lo, nb, hd, c0);
+            }
         }
     }
     for (int r = 0; r < R; r++) {

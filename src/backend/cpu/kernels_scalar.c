@@ -27,18 +27,23 @@ DEFINE_MM(mm_f16, uint16_t, clv_f16_to_f32)
 #define I8(v) ((float)(v))
 DEFINE_MM(mm_i8, int8_t, I8) /* unscaled: cpu.c applies the row scales */
 
+static inline float kv_at(const void *c, size_t i, bool bf16) {
+    return bf16 ? clv_bf16_to_f32(((const uint16_t *)c)[i]) : ((const float *)c)[i];
+}
+
 /* Online softmax, one row at a time, one key at a time. */
 void clv_attn_tile_scalar(const clv_attn_tile *a) {
     const int hd = a->hd;
+    const bool bf16 = a->kv_dt == CLV_DT_BF16;
     for (int r = 0; r < a->R; r++) {
         const float *q = a->q + (size_t)r * hd;
         float *o = a->o + (size_t)r * hd;
         memset(o, 0, sizeof(float) * (size_t)hd);
         float m = -INFINITY, l = 0.0f;
         for (int p = a->lo[r]; p <= a->hi[r]; p++) {
-            const float *kb = a->k + clv_kcache_at(p, 0, hd), *vr = a->v + (size_t)p * hd;
+            const size_t kb = clv_kcache_at(p, 0, hd), vr = (size_t)p * hd;
             float s = 0.0f;
-            for (int i = 0; i < hd; i++) s += q[i] * kb[(size_t)i * CLV_KBLOCK];
+            for (int i = 0; i < hd; i++) s += q[i] * kv_at(a->k, kb + (size_t)i * CLV_KBLOCK, bf16);
             if (s > m) {
                 float corr = expf(m - s);
                 for (int i = 0; i < hd; i++) o[i] *= corr;
@@ -47,7 +52,7 @@ void clv_attn_tile_scalar(const clv_attn_tile *a) {
             }
             float pr = expf(s - m);
             l += pr;
-            for (int i = 0; i < hd; i++) o[i] += pr * vr[i];
+            for (int i = 0; i < hd; i++) o[i] += pr * kv_at(a->v, vr + i, bf16);
         }
         for (int i = 0; i < hd; i++) o[i] /= l;
         if (a->m) a->m[r] = m, a->l[r] = l;

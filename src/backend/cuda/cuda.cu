@@ -326,14 +326,14 @@ static int attn_splits(const cuda_impl *im, const clv_attn_args *a) {
     return ns < 1 ? 1 : (int)ns;
 }
 
-static void cuda_kv_store(clv_backend *b, float *kc, float *vc, const float *k, const float *v,
+static void cuda_kv_store(clv_backend *b, void *kc, void *vc, const float *k, const float *v,
                           const clv_attn_args *a) {
     cuda_impl *im = enter(b);
     if (!im) return;
     CU(im, clv_cuda_kv_store(im->compute, kc, vc, k, v, a));
 }
 
-static void cuda_attention(clv_backend *b, float *out, const float *q, const float *kc, const float *vc,
+static void cuda_attention(clv_backend *b, float *out, const float *q, const void *kc, const void *vc,
                            const clv_attn_args *a) {
     CLV_ASSERT(a->head_dim > 0 && a->head_dim <= CLV_MAX_HEAD_DIM && a->n_kv_heads > 0 &&
                a->n_heads % a->n_kv_heads == 0);

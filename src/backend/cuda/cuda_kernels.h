@@ -38,13 +38,13 @@ cudaError_t clv_cuda_rope(cudaStream_t s, float *x, int T, int n_heads, int hd, 
                           const float *sin_t);
 
 /* T new keys and values ([T][n_kv_heads][head_dim]) into the caches at positions pos0.. (kernels.cu: the layout) */
-cudaError_t clv_cuda_kv_store(cudaStream_t s, float *kc, float *vc, const float *k, const float *v,
+cudaError_t clv_cuda_kv_store(cudaStream_t s, void *kc, void *vc, const float *k, const float *v,
                               const clv_attn_args *a);
 /* Attention with the keys of each query split into nsplit ranges (1: no split, out written directly; more: partial
  * results in `part`, clv_cuda_attn_part_floats(...) floats, then merged). */
 size_t clv_cuda_attn_part_floats(int T, int n_heads, int head_dim, int nsplit);
-cudaError_t clv_cuda_attention(cudaStream_t s, float *out, const float *q, const float *k_cache,
-                               const float *v_cache, const clv_attn_args *a, int nsplit, float *part);
+cudaError_t clv_cuda_attention(cudaStream_t s, float *out, const float *q, const void *k_cache,
+                               const void *v_cache, const clv_attn_args *a, int nsplit, float *part);
 
 cudaError_t clv_cuda_silu_mul(cudaStream_t s, float *g, const float *u, size_t n);
 cudaError_t clv_cuda_add(cudaStream_t s, float *y, const float *x, size_t n);

@@ -384,25 +384,40 @@ cudaError_t clv_cuda_rope(cudaStream_t s, float *x, int T, int n_heads, int hd, 
 
 /* ---- KV cache ----------------------------------------------------------------------
  * This backend's caches are head-major rows: position p of kv head h is
- * head_dim floats at (h * clv_kv_cache_rows(ctx) + p) * head_dim. */
+ * head_dim elements (f32, or bf16 rounded to nearest even) at
+ * (h * clv_kv_cache_rows(ctx) + p) * head_dim. */
 
-__global__ void kv_store_kernel(float *kc, float *vc, const float *k, const float *v, int nkv, int hd, int pos0,
+__device__ __forceinline__ float kv_f32(float x) { return x; }
+__device__ __forceinline__ float kv_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void kv_put(float *p, float x) { *p = x; }
+__device__ __forceinline__ void kv_put(__nv_bfloat16 *p, float x) { *p = __float2bfloat16_rn(x); }
+
+template <typename KT>
+__global__ void kv_store_kernel(KT *kc, KT *vc, const float *k, const float *v, int nkv, int hd, int pos0,
                                 size_t rows, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const size_t d = i % hd, h = i / hd % nkv, t = i / hd / nkv;
         const size_t at = (h * rows + (size_t)pos0 + t) * hd + d;
-        kc[at] = k[i];
-        vc[at] = v[i];
+        kv_put(kc + at, k[i]);
+        kv_put(vc + at, v[i]);
     }
 }
 
-cudaError_t clv_cuda_kv_store(cudaStream_t s, float *kc, float *vc, const float *k, const float *v,
+cudaError_t clv_cuda_kv_store(cudaStream_t s, void *kc, void *vc, const float *k, const float *v,
                               const clv_attn_args *a) {
     const size_t n = (size_t)a->T * a->n_kv_heads * a->head_dim;
     if (n == 0) return cudaSuccess;
     if (a->pos0 < 0 || a->pos0 + a->T > a->ctx) return cudaErrorInvalidValue;
-    kv_store_kernel<<<ew_blocks(n, 256), 256, 0, s>>>(kc, vc, k, v, a->n_kv_heads, a->head_dim, a->pos0,
-                                                      clv_kv_cache_rows(a->ctx), n);
+    const size_t rows = clv_kv_cache_rows(a->ctx);
+    if (a->kv_dt == CLV_DT_BF16)
+        kv_store_kernel<__nv_bfloat16><<<ew_blocks(n, 256), 256, 0, s>>>(
+            static_cast<__nv_bfloat16 *>(kc), static_cast<__nv_bfloat16 *>(vc), k, v, a->n_kv_heads, a->head_dim, a->pos0,
+            rows, n);
+    else if (a->kv_dt == CLV_DT_F32)
+        kv_store_kernel<float><<<ew_blocks(n, 256), 256, 0, s>>>(static_cast<float *>(kc), static_cast<float *>(vc), k, v,
+                                                                 a->n_kv_heads, a->head_dim, a->pos0, rows, n);
+    else
+        return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
 
@@ -410,7 +425,7 @@ cudaError_t clv_cuda_kv_store(cudaStream_t s, float *kc, float *vc, const float 
  * out[t][h] = sum_j softmax_j(q[t][h] . k[j] * scale) v[j] over the keys j
  * that query t (position pos = pos0 + t) sees: lo <= j <= pos, lo = 0, or
  * pos - window + 1 with a window. k and v are rows of kv head h / group of
- * the caches (above).
+ * the caches (above), of element type KT (float or bf16, widened as read).
  *
  * Geometry: one 128-thread block per (query t, head h, key split), grid =
  * (T * n_heads, nsplit). The block walks its keys in chunks of ATT_BK = 64
@@ -437,14 +452,14 @@ cudaError_t clv_cuda_kv_store(cudaStream_t s, float *kc, float *vc, const float 
 
 struct attn_params {
     int n_heads, group, head_dim, pos0, window;
-    size_t head_stride; /* floats between kv heads in the caches */
+    size_t head_stride; /* elements between kv heads in the caches */
     float scale;
 };
 
-template <int DPL> /* query floats per lane: head_dim <= 32 * DPL */
+template <int DPL, typename KT> /* query floats per lane: head_dim <= 32 * DPL */
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_kernel(float *out, float *part_o, float *part_m, float *part_l, const float *q,
-                const float *__restrict__ k_cache, const float *__restrict__ v_cache, attn_params p) {
+                const KT *__restrict__ k_cache, const KT *__restrict__ v_cache, attn_params p) {
     constexpr int OPT = (32 * DPL + ATT_THREADS - 1) / ATT_THREADS; /* output dims per thread */
     __shared__ float s_s[ATT_BK], s_p[ATT_BK];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -466,7 +481,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
         qv[i] = d < hd ? qr[d] * p.scale : 0.0f;
     }
     const size_t kvoff = (size_t)(h / p.group) * p.head_stride;
-    const float *kb = k_cache + kvoff, *vb = v_cache + kvoff;
+    const KT *kb = k_cache + kvoff, *vb = v_cache + kvoff;
 
     float m = -INFINITY, l = 0.0f, o[OPT];
 #pragma unroll
@@ -481,11 +496,11 @@ __global__ void __launch_bounds__(ATT_THREADS)
             const int j = warp * ATT_KPW + jj;
             acc[jj] = 0.0f;
             if (j < nk) {
-                const float *kr = kb + (size_t)(c0 + j) * hd;
+                const KT *kr = kb + (size_t)(c0 + j) * hd;
 #pragma unroll
                 for (int i = 0; i < DPL; i++) {
                     const int d = lane + 32 * i;
-                    if (d < hd) acc[jj] += qv[i] * kr[d];
+                    if (d < hd) acc[jj] += qv[i] * kv_f32(kr[d]);
                 }
             }
         }
@@ -513,11 +528,11 @@ __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll 4
         for (int j = 0; j < nk; j++) {
             const float pj = s_p[j];
-            const float *vr = vb + (size_t)(c0 + j) * hd;
+            const KT *vr = vb + (size_t)(c0 + j) * hd;
 #pragma unroll
             for (int r = 0; r < OPT; r++) {
                 const int d = tid + r * ATT_THREADS;
-                if (d < hd) o[r] += pj * vr[d];
+                if (d < hd) o[r] += pj * kv_f32(vr[d]);
             }
         }
         m = m_new;
@@ -564,17 +579,28 @@ size_t clv_cuda_attn_part_floats(int T, int n_heads, int head_dim, int nsplit) {
     return (size_t)T * n_heads * nsplit * ((size_t)head_dim + 2);
 }
 
-template <int DPL>
+template <int DPL, typename KT>
 static void attn_launch(cudaStream_t s, dim3 grid, float *out, float *po, float *pm, float *pl, const float *q,
-                        const float *kc, const float *vc, const attn_params &p) {
-    attn_kernel<DPL><<<grid, ATT_THREADS, 0, s>>>(out, po, pm, pl, q, kc, vc, p);
+                        const void *kc, const void *vc, const attn_params &p) {
+    attn_kernel<DPL, KT><<<grid, ATT_THREADS, 0, s>>>(out, po, pm, pl, q, static_cast<const KT *>(kc),
+                                                       static_cast<const KT *>(vc), p);
 }
 
-cudaError_t clv_cuda_attention(cudaStream_t s, float *out, const float *q, const float *k_cache,
-                               const float *v_cache, const clv_attn_args *a, int nsplit, float *part) {
+template <typename KT>
+static void attn_launch_hd(cudaStream_t s, dim3 grid, float *out, float *po, float *pm, float *pl, const float *q,
+                           const void *kc, const void *vc, const attn_params &p) {
+    if (p.head_dim <= 64) attn_launch<2, KT>(s, grid, out, po, pm, pl, q, kc, vc, p);
+    else if (p.head_dim <= 128) attn_launch<4, KT>(s, grid, out, po, pm, pl, q, kc, vc, p);
+    else if (p.head_dim <= 256) attn_launch<8, KT>(s, grid, out, po, pm, pl, q, kc, vc, p);
+    else attn_launch<16, KT>(s, grid, out, po, pm, pl, q, kc, vc, p);
+}
+
+cudaError_t clv_cuda_attention(cudaStream_t s, float *out, const float *q, const void *k_cache,
+                               const void *v_cache, const clv_attn_args *a, int nsplit, float *part) {
     if (a->T <= 0 || a->n_heads <= 0) return cudaSuccess;
     if (a->head_dim <= 0 || a->head_dim > 512 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 ||
-        nsplit < 1 || nsplit > ATT_MAX_SPLITS || (nsplit > 1 && !part))
+        nsplit < 1 || nsplit > ATT_MAX_SPLITS || (nsplit > 1 && !part) ||
+        (a->kv_dt != CLV_DT_F32 && a->kv_dt != CLV_DT_BF16))
         return cudaErrorInvalidValue;
     if (a->pos0 + a->T > a->ctx) return cudaErrorInvalidValue;
     const attn_params p = {a->n_heads, a->n_heads / a->n_kv_heads, a->head_dim, a->pos0, a->window,
@@ -582,10 +608,8 @@ cudaError_t clv_cuda_attention(cudaStream_t s, float *out, const float *q, const
     const size_t nbh = (size_t)a->T * a->n_heads;
     float *po = part, *pm = part ? part + nbh * nsplit * a->head_dim : NULL, *pl = pm ? pm + nbh * nsplit : NULL;
     const dim3 grid((unsigned)nbh, (unsigned)nsplit);
-    if (a->head_dim <= 64) attn_launch<2>(s, grid, out, po, pm, pl, q, k_cache, v_cache, p);
-    else if (a->head_dim <= 128) attn_launch<4>(s, grid, out, po, pm, pl, q, k_cache, v_cache, p);
-    else if (a->head_dim <= 256) attn_launch<8>(s, grid, out, po, pm, pl, q, k_cache, v_cache, p);
-    else attn_launch<16>(s, grid, out, po, pm, pl, q, k_cache, v_cache, p);
+    if (a->kv_dt == CLV_DT_BF16) attn_launch_hd<__nv_bfloat16>(s, grid, out, po, pm, pl, q, k_cache, v_cache, p);
+    else attn_launch_hd<float>(s, grid, out, po, pm, pl, q, k_cache, v_cache, p);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || nsplit == 1) return e;
     attn_merge_kernel<<<(unsigned)nbh, ATT_THREADS, 0, s>>>(out, po, pm, pl, a->head_dim, nsplit);

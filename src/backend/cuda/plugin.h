@@ -14,7 +14,7 @@
 #include "../backend.h"
 
 /* raised whenever this table, clv_backend_ops or an op's argument struct changes */
-#define CLV_CUDA_PLUGIN_ABI 2
+#define CLV_CUDA_PLUGIN_ABI 3
 
 typedef struct clv_cuda_plugin_api {
     int abi; /* CLV_CUDA_PLUGIN_ABI */

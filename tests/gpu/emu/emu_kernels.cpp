@@ -189,21 +189,24 @@ static void test_rope(int T, int nh, int hd, int pos0) {
 
 /* Both backends' kv_store fill their own cache layouts (in two calls, as the
  * session makes them), then attend; the caches hold 3 positions more, and
- * every position not stored is NaN. */
-static void test_attention(int T, int pos0, int nh, int nkv, int hd, int window, int nsplit) {
+ * every position not stored is NaN. dt: the caches' elements (f32 or bf16). */
+static void test_attention(clv_dtype dt, int T, int pos0, int nh, int nkv, int hd, int window, int nsplit) {
     const int P = pos0 + T, ctx = P + 3, kvd = nkv * hd;
-    const size_t nq = (size_t)T * nh * hd, nkvf = (size_t)P * kvd, cn = clv_kv_cache_floats(ctx, nkv, hd);
+    const size_t nq = (size_t)T * nh * hd, nkvf = (size_t)P * kvd, cb = clv_kv_cache_bytes(ctx, nkv, hd, dt);
     float *q = (float *)malloc(4 * nq), *k = (float *)malloc(4 * nkvf), *v = (float *)malloc(4 * nkvf);
     float *oc = (float *)malloc(4 * nq), *oe = (float *)malloc(4 * nq);
-    float *hk = (float *)g_cpu->ops->alloc(g_cpu, 4 * cn), *hv = (float *)g_cpu->ops->alloc(g_cpu, 4 * cn);
-    float *ek = (float *)malloc(4 * cn), *ev = (float *)malloc(4 * cn);
-    for (size_t i = 0; i < cn; i++) hk[i] = hv[i] = ek[i] = ev[i] = NAN; /* positions never stored */
+    void *hk = g_cpu->ops->alloc(g_cpu, cb), *hv = g_cpu->ops->alloc(g_cpu, cb), *ek = malloc(cb), *ev = malloc(cb);
+    for (void *c : {hk, hv, ek, ev}) /* positions never stored */
+        if (dt == CLV_DT_BF16)
+            for (size_t i = 0; i < cb / 2; i++) ((uint16_t *)c)[i] = 0x7fc0;
+        else
+            for (size_t i = 0; i < cb / 4; i++) ((float *)c)[i] = NAN;
     fill(q, nq, 2.0), fill(k, nkvf, 2.0), fill(v, nkvf, 1.0);
-    clv_attn_args a = {pos0, 0, nh, nkv, hd, window, 1.0f / sqrtf((float)hd), ctx}, b = a;
+    clv_attn_args a = {pos0, 0, nh, nkv, hd, window, 1.0f / sqrtf((float)hd), ctx, dt}, b = a;
     b.T = T, b.pos0 = pos0;
     char what[128];
-    snprintf(what, sizeof what, "attention T=%d pos0=%d heads=%d/%d hd=%d window=%d nsplit=%d", T, pos0, nh, nkv, hd,
-             window, nsplit);
+    snprintf(what, sizeof what, "attention, %s cache, T=%d pos0=%d heads=%d/%d hd=%d window=%d nsplit=%d",
+             dt == CLV_DT_BF16 ? "bf16" : "f32", T, pos0, nh, nkv, hd, window, nsplit);
     if (pos0) {
         g_cpu->ops->kv_store(g_cpu, hk, hv, k, v, &a);
         expect_ok(clv_cuda_kv_store(0, ek, ev, k, v, &a), what);
@@ -282,7 +285,8 @@ int main(void) {
         {1, 200, 2, 1, 256, 0, 4},  {2, 100, 2, 1, 512, 0, 3},  {1, 0, 1, 1, 512, 0, 1},    {1, 0, 1, 1, 512, 0, 64},
         {4, 140, 2, 2, 72, 0, 64},  {1, 1000, 2, 1, 64, 0, 1},  {2, 64, 2, 1, 200, 0, 2},   {1, 129, 1, 1, 16, 64, 2},
     };
-    for (auto &c : ac) test_attention(c.T, c.pos0, c.nh, c.nkv, c.hd, c.window, c.nsplit);
+    for (auto &c : ac)
+        for (clv_dtype dt : {CLV_DT_F32, CLV_DT_BF16}) test_attention(dt, c.T, c.pos0, c.nh, c.nkv, c.hd, c.window, c.nsplit);
     printf("attention: worst %.3g\n", g_worst);
     g_cpu->ops->destroy(g_cpu);
     printf("emu_kernels: %d checks, %d failures (%ld kernel launches emulated)\n", g_checks, g_fail, g_emu_launches);
