@@ -58,6 +58,12 @@ static inline size_t clv_kv_cache_bytes(int ctx, int n_kv_heads, int head_dim, c
 static inline size_t clv_kv_head_at(const clv_attn_args *a, int h) {
     return (size_t)h * clv_kv_cache_rows(a->ctx) * (size_t)a->head_dim;
 }
+/* kv head h's part of a cache */
+static inline const void *clv_kv_head(const void *cache, const clv_attn_args *a, int h) {
+    return (const char *)cache + clv_kv_head_at(a, h) * clv_kv_elem_bytes(a->kv_dt);
+}
+/* a cache dtype as --kv-dtype spells it */
+static inline const char *clv_kv_dtype_name(clv_dtype dt) { return dt == CLV_DT_BF16 ? "bf16" : "f32"; }
 
 typedef struct clv_backend clv_backend;
 

@@ -1115,7 +1115,7 @@ static int cmd_bench(args *a) {
         printf("{\"pp\":%d,\"tg\":%d,\"devices\":\"%s\",\"isa\":\"%s\",\"prefill_precision\":\"%s\","
                "\"kv_dtype\":\"%s\",\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,"
                "\"decode_bytes_per_token\":%llu,\"decode_gb_s\":%.3f,\"disk_bytes_read\":%llu,\"gpu_copy_gbs\":%.1f}\n",
-               pp, tg, be_desc(m), clv_cpu_isa(), m->bf16_prefill ? "bf16" : "f32", m->kv_dt == CLV_DT_BF16 ? "bf16" : "f32", best_pp, best_tg,
+               pp, tg, be_desc(m), clv_cpu_isa(), m->bf16_prefill ? "bf16" : "f32", clv_kv_dtype_name(m->kv_dt), best_pp, best_tg,
                (unsigned long long)m->decode_bytes, gbs,
                (unsigned long long)(m->streamer ? clv_streamer_bytes_read(m->streamer) : 0), copy_gbs);
     } else {
@@ -1123,7 +1123,7 @@ static int cmd_bench(args *a) {
         printf("devices  %s (%s)\n", be_desc(m), clv_cpu_isa());
         printf("pp%-5d  %10.2f tok/s   (prefill precision %s)\n", pp, best_pp, m->bf16_prefill ? "bf16" : "f32");
         printf("tg%-5d  %10.2f tok/s   %.2f GB/s of weights (%.1f MB per token; KV cache %s)\n", tg, best_tg, gbs,
-               m->decode_bytes / 1e6, m->kv_dt == CLV_DT_BF16 ? "bf16" : "f32");
+               m->decode_bytes / 1e6, clv_kv_dtype_name(m->kv_dt));
         if (copy_gbs > 0)
             printf("gpu      device copy bandwidth %.1f GB/s (read + write); decode reads weights at %.0f%% of it\n",
                    copy_gbs, 100 * gbs / copy_gbs);

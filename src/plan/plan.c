@@ -671,7 +671,7 @@ void clv_plan_print(const clv_plan *p, FILE *f) {
         else clv_size_str(p->budget[d], b, sizeof b);
         fprintf(f, "%-8s %12s %12s %12s %12s %12s %12s\n", dev, w, kv, sc, sg, a, b);
     }
-    fprintf(f, "\nmap (context %d tokens, %s KV cache):\n", p->ctx, p->kv_dt == CLV_DT_BF16 ? "bf16" : "f32");
+    fprintf(f, "\nmap (context %d tokens, %s KV cache):\n", p->ctx, clv_kv_dtype_name(p->kv_dt));
     clv_device_str(&p->devices[p->embed_dev], dev, sizeof dev);
     fprintf(f, "  model.embed_tokens       -> %s\n", dev);
     for (int l = 0; l < p->n_layers;) {

@@ -294,9 +294,8 @@ static void attn_task(void *ctx, int ith, int nth) {
                 ab->hi[R] = pos;
             }
         }
-        const size_t ho = clv_kv_head_at(a, kvh) * clv_kv_elem_bytes(a->kv_dt);
-        clv_attn_tile tile = {R,     hd,       ab->q, ab->lo,   ab->hi, (const char *)j->kc + ho, (const char *)j->vc + ho,
-                              a->kv_dt, ab->o, ab->work, NULL, NULL};
+        clv_attn_tile tile = {R,        hd,    ab->q,    ab->lo, ab->hi, clv_kv_head(j->kc, a, kvh), clv_kv_head(j->vc, a, kvh),
+                              a->kv_dt, ab->o, ab->work, NULL,   NULL};
         j->im->k->attn_tile(&tile);
         R = 0;
         for (int t = t0; t < t1; t++)
@@ -353,9 +352,8 @@ static void attn_split_task(void *ctx, int ith, int nth) {
                     ab->lo[r] = k0;
                     ab->hi[r] = k1 - 1;
                 }
-                const size_t ho = clv_kv_head_at(a, kvh) * clv_kv_elem_bytes(a->kv_dt);
-                clv_attn_tile tile = {R,        hd,    ab->q,    ab->lo, ab->hi, (const char *)j->kc + ho, (const char *)j->vc + ho,
-                                      a->kv_dt, ab->o, ab->work, m,      l};
+                clv_attn_tile tile = {R,        hd,    ab->q,    ab->lo, ab->hi, clv_kv_head(j->kc, a, kvh),
+                                      clv_kv_head(j->vc, a, kvh), a->kv_dt, ab->o, ab->work, m, l};
                 j->im->k->attn_tile(&tile);
                 for (int r = 0; r < R; r++) {
                     float *p = j->part + ((size_t)s * a->n_heads + h0 + r) * pw;
