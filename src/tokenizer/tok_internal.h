@@ -21,6 +21,9 @@ void tk_buf_free(tk_buf *b);
 /* ---- UTF-8 --------------------------------------------------------------------- */
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is not valid. */
 int tk_utf8_valid_at(const unsigned char *s, size_t n);
+/* Offset of the first byte of s[0..n) that does not start a valid UTF-8
+ * sequence, or n when all of it is valid. */
+size_t tk_utf8_first_invalid(const unsigned char *s, size_t n);
 /* Decode the (valid) character at s; *len gets its byte length. */
 int32_t tk_utf8_decode(const unsigned char *s, int *len);
 int tk_utf8_encode(int32_t c, char out[4]);

@@ -29,6 +29,24 @@ static const cJSON *jfield(const cJSON *o, const char *k) {
     return cJSON_IsNull(v) ? NULL : v;
 }
 
+/* A JSON object from text that must be UTF-8 (RFC 8259, and what serde_json and
+ * Python's json require): a raw invalid byte in a token's string would otherwise
+ * pass through cJSON and come back out of the decoder. */
+static int parse_object(lctx *c, const char *json, size_t len, cJSON **out) {
+    *out = NULL;
+    size_t bad = tk_utf8_first_invalid((const unsigned char *)json, len);
+    if (bad < len)
+        return clv_fail(c->st, CLV_EINVAL, "%s: not valid UTF-8 (byte 0x%02X at offset %zu)", c->name,
+                        (unsigned char)json[bad], bad);
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return clv_fail(c->st, CLV_EINVAL, "%s: not a JSON object%s", c->name, root ? "" : " (parse error)");
+    }
+    *out = root;
+    return 0;
+}
+
 static int jbool(lctx *c, const cJSON *o, const char *k, bool def, bool *out, const char *path) {
     const cJSON *v = jfield(o, k);
     if (!v) { *out = def; return 0; }
@@ -659,12 +677,9 @@ static int parse_chat_templates(lctx *c, const cJSON *v, const char *path) {
 
 static int parse_config(lctx *c, const char *json, size_t len) {
     clv_tokenizer *t = c->t;
-    cJSON *cfg = cJSON_ParseWithLength(json, len);
-    if (!cfg || !cJSON_IsObject(cfg)) {
-        cJSON_Delete(cfg);
-        return clv_fail(c->st, CLV_EINVAL, "%s: not a JSON object", c->name);
-    }
-    int rc = 0;
+    cJSON *cfg;
+    int rc = parse_object(c, json, len, &cfg);
+    if (rc) return rc;
     if ((rc = cfg_token(c, cfg, "bos_token", &t->bos_str)) || (rc = cfg_token(c, cfg, "eos_token", &t->eos_str)) ||
         (rc = cfg_token(c, cfg, "unk_token", &t->unk_str)) || (rc = cfg_token(c, cfg, "pad_token", &t->pad_str)))
         goto out;
@@ -695,12 +710,9 @@ int clv_tok_load_mem(clv_tokenizer **out, const char *json, size_t len, const ch
     t->add_bos = t->add_eos = -1;
     t->name = strdup(name ? name : "tokenizer.json");
     lctx c = {t, t->name ? t->name : "tokenizer.json", st};
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    int rc = 0;
-    if (!root || !cJSON_IsObject(root)) {
-        rc = clv_fail(st, CLV_EINVAL, "%s: not a JSON object%s", c.name, root ? "" : " (parse error)");
-        goto fail;
-    }
+    cJSON *root;
+    int rc = parse_object(&c, json, len, &root);
+    if (rc) goto fail;
     const cJSON *v = jfield(root, "version");
     if (v && (!cJSON_IsString(v) || strcmp(v->valuestring, "1.0"))) {
         rc = clv_fail(st, CLV_EUNSUPPORTED, "%s: unknown tokenizer version (only \"1.0\" exists)", c.name);
@@ -774,12 +786,14 @@ int clv_tok_load(clv_tokenizer **out, const char *dir, clv_status *st) {
         t->chat_template = jinja;
         jinja = NULL;
     } else if (ctj && !t->chat_template) {
-        cJSON *o = cJSON_ParseWithLength(ctj, ctlen);
-        const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, "chat_template") : NULL;
         lctx c = {t, "chat_template.json", st};
-        if (!v) rc = clv_fail(st, CLV_EINVAL, "%s/chat_template.json: no \"chat_template\" string", dir);
-        else rc = parse_chat_templates(&c, v, "chat_template");
-        cJSON_Delete(o);
+        cJSON *o;
+        if (!(rc = parse_object(&c, ctj, ctlen, &o))) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "chat_template");
+            if (!v) rc = clv_fail(st, CLV_EINVAL, "%s/chat_template.json: no \"chat_template\" string", dir);
+            else rc = parse_chat_templates(&c, v, "chat_template");
+            cJSON_Delete(o);
+        }
         if (rc) { clv_tok_free(t); *out = NULL; }
     }
 done:

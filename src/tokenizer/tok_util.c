@@ -59,6 +59,15 @@ int tk_utf8_valid_at(const unsigned char *s, size_t n) {
     return r > 0 ? r : 0;
 }
 
+size_t tk_utf8_first_invalid(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        int r = s[i] < 0x80 ? 1 : utf8_scan(s + i, n - i);
+        if (r <= 0) return i;
+        i += (size_t)r;
+    }
+    return n;
+}
+
 int32_t tk_utf8_decode(const unsigned char *s, int *len) {
     unsigned char c = s[0];
     if (c < 0x80) { *len = 1; return c; }

@@ -246,6 +246,23 @@ static void test_refusals(void) {
     expect_load_error("{\"version\":\"2.0\",\"model\":{}}", "unknown tokenizer version");
     expect_load_error("[1,2]", "not a JSON object");
     expect_load_error("{\"model\":", "not a JSON object (parse error)");
+    /* JSON text is UTF-8: a raw byte that starts no character (here the lead
+     * byte of 'é' alone, which the added-token matcher would otherwise find
+     * inside an 'é' of the text and hand back to the decoder) is refused */
+    snprintf(j, sizeof j, "{%s,\"added_tokens\":[{\"id\":3,\"content\":\"\xC3\",\"special\":false}]}", BASE_MODEL);
+    char want[96];
+    snprintf(want, sizeof want, "tokenizer.json: not valid UTF-8 (byte 0xC3 at offset %td)", strchr(j, '\xC3') - j);
+    expect_load_error(j, want);
+    expect_load_error("{\"a\":\"\xED\xA0\x80\"}", "not valid UTF-8 (byte 0xED at offset 6)"); /* a surrogate */
+    {
+        const char *tj = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}";
+        const char *cfg = "{\"bos_token\":\"\xFF\"}";
+        clv_tokenizer *t = NULL;
+        clv_status st = {0};
+        int rc = clv_tok_load_mem(&t, tj, strlen(tj), cfg, strlen(cfg), "tokenizer.json", &st);
+        CHECK_ERR(rc, st, "tokenizer_config.json: not valid UTF-8 (byte 0xFF at offset 14)");
+        clv_tok_free(t);
+    }
 
     clv_tokenizer *t;
     clv_status st = {0};
