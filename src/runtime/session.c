@@ -12,6 +12,13 @@
 static clv_backend *exec_be(const clv_model *m, int d) { return m->be[m->plan.exec[d]]; }
 static clv_backend *layer_be(const clv_model *m, int l) { return exec_be(m, m->plan.layer_dev[l]); }
 
+/* The kv heads whose cache this process keeps for layer l: none for another
+ * pipeline stage's layer, this rank's slice when attention is sharded. */
+static int layer_kv_heads(const clv_model *m, int l) {
+    if (m->stage_of[l] != m->stage) return 0;
+    return m->tp.attn_sharded[l] ? m->tp.kv_heads : m->cfg.n_kv_heads;
+}
+
 /* The activation set a plan device computes in. */
 static clv_acts *acts_of(clv_session *s, int d) {
     int e = s->m->plan.exec[d];
@@ -65,14 +72,15 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
     s->max_t = ctx < m->prefill_chunk ? ctx : m->prefill_chunk;
     const size_t T = (size_t)s->max_t, half = (size_t)c->head_dim / 2;
     /* Size first, then allocate once; nothing is allocated per token. */
+    double kv_bytes = 0; /* this process's share: its stage's layers, its TP slice of the heads */
+    for (int l = 0; l < c->n_layers; l++)
+        kv_bytes += 2.0 * (double)clv_kv_cache_bytes(ctx, layer_kv_heads(m, l), c->head_dim, m->kv_dt);
     s->k_cache = calloc((size_t)c->n_layers, sizeof(void *));
     s->v_cache = calloc((size_t)c->n_layers, sizeof(void *));
     if (!s->k_cache || !s->v_cache) goto oom;
     for (int l = 0; l < c->n_layers; l++) {
         clv_backend *be = layer_be(m, l);
-        int nkv_l = m->tp.attn_sharded[l] ? m->tp.kv_heads : c->n_kv_heads;
-        if (m->stage_of[l] != m->stage) nkv_l = 0; /* another stage's layer */
-        const size_t bytes = clv_kv_cache_bytes(ctx, nkv_l, c->head_dim, m->kv_dt);
+        const size_t bytes = clv_kv_cache_bytes(ctx, layer_kv_heads(m, l), c->head_dim, m->kv_dt);
         s->k_cache[l] = be->ops->alloc(be, bytes);
         s->v_cache[l] = be->ops->alloc(be, bytes);
         if (!s->k_cache[l] || !s->v_cache[l]) goto oom;
@@ -115,8 +123,8 @@ int clv_session_new(clv_session **out, clv_model *m, int ctx, clv_status *st) {
     return 0;
 oom:
     clv_session_free(s);
-    return clv_fail(st, CLV_ENOMEM, "out of memory allocating a %d-token session (KV cache %.1f MiB)", ctx,
-                    2.0 * c->n_layers * (double)clv_kv_cache_bytes(ctx, c->n_kv_heads, c->head_dim, m->kv_dt) / (1 << 20));
+    return clv_fail(st, CLV_ENOMEM, "out of memory allocating a %d-token session (KV cache %.1f MiB in this process)", ctx,
+                    kv_bytes / (1 << 20));
 }
 
 void clv_session_free(clv_session *s) {
