@@ -35,7 +35,8 @@ static void tl_free(tlist *l) {
     memset(l, 0, sizeof *l);
 }
 
-#define TS(l, i) ((l)->buf.p + (l)->off[i])
+/* string i (a list of only empty strings has no buffer at all) */
+#define TS(l, i) ((l)->buf.p ? (l)->buf.p + (l)->off[i] : "")
 
 /* the string `tokenizers` hands the decoder for an id (added tokens first, in
  * their normalized form when they are normalized), or NULL */

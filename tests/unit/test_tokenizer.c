@@ -272,6 +272,27 @@ static void test_refusals(void) {
 
 /* ---- a few direct behaviours -------------------------------------------------------------- */
 static void test_misc(void) {
+    /* a decoder step that leaves only empty strings (Strip of a lone " "), then
+     * more steps over that empty list: "" out (under UBSan this also checks
+     * that no offset is added to the list's absent buffer) */
+    {
+        const char *j = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\" \":1},\"merges\":[]},"
+                        "\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Strip\",\"content\":\" \","
+                        "\"start\":1,\"stop\":0},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"}]}}";
+        clv_tokenizer *t = NULL;
+        clv_status st = {0};
+        CHECK(clv_tok_load_mem(&t, j, strlen(j), NULL, 0, "tokenizer.json", &st) == 0, "%s", st.msg);
+        if (t) {
+            const int32_t ids[] = {1, 1, 0};
+            char *out = NULL;
+            size_t n = 99;
+            CHECK(clv_tok_decode(t, ids, 2, false, &out, &n, &st) == 0 && n == 0 && out && !out[0], "decode of stripped spaces: '%s'", out ? out : "(null)");
+            free(out);
+            CHECK(clv_tok_decode(t, ids, 3, false, &out, &n, &st) == 0 && n == 1 && !strcmp(out, "a"), "decode: '%s'", out ? out : "(null)");
+            free(out);
+            clv_tok_free(t);
+        }
+    }
     /* the GPT-2 byte map: printable bytes are themselves, the rest 256.. in order */
     int next = 256;
     for (int b = 0; b < 256; b++) {
