@@ -8,14 +8,7 @@
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/tokenizer.h"
 
-static bool valid(const char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        int l = tk_utf8_valid_at((const unsigned char *)s + i, n - i);
-        if (!l) return false;
-        i += (size_t)l;
-    }
-    return true;
-}
+static bool valid(const char *s, size_t n) { return tk_utf8_first_invalid((const unsigned char *)s, n) == n; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     clv_tokenizer *t;
