@@ -2,7 +2,8 @@
  * kernel level, on the 1.1B model's shapes: y[T][N] = x[T][K] . W^T.
  * GFLOP/s counts 2*T*N*K (the model's work, not the hi/lo tile work).
  * The amx level runs twice: "amx" (activations split into bf16 hi + lo, the
- * default) and "amx-bf16" (--prefill-precision bf16: rounded, one pass).
+ * default) and "amx-bf16" (--prefill-precision bf16: rounded, one pass, and
+ * the prompt's attention on the tiles too).
  *
  * Build: make -C bench gemm_lab
  * Usage: build/bench/gemm_lab [-T 512] [-t THREADS] [-r REPS] [-l LEVELS] (LEVELS: amx,amx-bf16,avx512) */
@@ -62,7 +63,7 @@ int main(int argc, char **argv) {
         float *kv = clv_alloc(sizeof(float) * (size_t)T * nkv * hd);
         for (size_t i = 0; i < (size_t)T * nh * hd; i++) q[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
         for (size_t i = 0; i < (size_t)T * nkv * hd; i++) kv[i] = (float)((int)((r = r * 6364136223846793005ull + 1) >> 40) % 2001 - 1000) / 1000.0f;
-        for (int bf = 0; bf < 2 && !one; bf++) { /* attention does not depend on `one`; f32 and bf16 caches */
+        for (int bf = 0; bf < 2; bf++) { /* f32 and bf16 caches (amx-bf16: the prompt's attention on the tiles) */
             const clv_dtype kdt = bf ? CLV_DT_BF16 : CLV_DT_F32;
             const size_t cb = clv_kv_cache_bytes(T, nkv, hd, kdt);
             void *kc = b->ops->alloc(b, cb), *vc = b->ops->alloc(b, cb);

@@ -44,8 +44,10 @@
     "  --prefill-precision f32|bf16  prompt matmuls (16+ tokens) on AMX tiles or tensor cores:\n"  \
     "                         f32 (default) splits the activations into bf16 hi + lo, two passes,\n" \
     "                         f32-level accuracy; bf16 rounds them to bf16, one pass (about 2x\n" \
-    "                         the matrix throughput; transformers' and llama.cpp's rounding).\n" \
-    "                         Decode and f32 weights are unaffected\n"                            \
+    "                         the matrix throughput; transformers' and llama.cpp's rounding);\n" \
+    "                         on AMX the prompt's attention as well (q, k, v and the softmax\n"  \
+    "                         weights in bf16 on the tiles). Decode, and f32 weights' matmuls,\n" \
+    "                         are unaffected\n"                                                  \
     "  --kv-dtype f32|bf16    KV cache elements: f32 (default) or rounded to bf16 (half the\n"   \
     "                         cache memory and half the bytes decode attention reads; the\n"   \
     "                         cache dtype transformers uses for a bf16 model)\n"              \

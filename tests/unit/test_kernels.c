@@ -6,9 +6,12 @@
  * rounding errors grow with):
  *   f32 paths:     1e-6 + K * 1.2e-7  (f32 accumulation, worst case ~K eps)
  *   amx (bf16, f16, int8): that + 2e-5  (activations split into bf16 hi + lo:
- *                                       2^-17 relative per product, ~1e-5;
- *                                       f16 weights split exactly into two
- *                                       bf16, lo x lo left out: 2^-18)
+ *                                       up to 2^-16 = 1.5e-5 relative per
+ *                                       product; f16 weights split exactly
+ *                                       into two bf16, lo x lo left out: up
+ *                                       to 2^-16 more, so a sum of a few
+ *                                       same-signed worst cases could pass
+ *                                       2e-5; these data reach 1.9e-5)
  * int8 weights (one scale per row) are checked against q * scale in float64
  * with the same tolerances: the kernels are exact up to f32 rounding.
  * amx-bf16 (the backend's bf16_prefill, --prefill-precision bf16): from
@@ -16,7 +19,11 @@
  * (round to nearest even) and make one pass; they are checked against the
  * float64 sum over the rounded activations at the f32 tolerance (the
  * products of two bf16 values are exact in f32), so a kernel that did not
- * round, or rounded differently, fails as surely as a wrong one. */
+ * round, or rounded differently, fails as surely as a wrong one.
+ * Attention under bf16_prefill (a prompt of AMX_MIN_T tokens or more on the
+ * amx level, and clv_amx_attn_tile itself): q, k and v rounded to bf16 as
+ * the reference's inputs; P's rounding is bounded row by row (see
+ * ref_attention_row_bf16). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +190,40 @@ static double ref_attention_row(const float *o, const float *q, double scale, co
     return worst;
 }
 
+static double bf16r(double x) { return clv_bf16_to_f32(clv_f32_to_bf16((float)x)); }
+
+/* The same for clv_amx_attn_tile, which rounds q (already times scale, in
+ * f32) to bf16 and the probabilities P to bf16 as well, and divides by the
+ * sum of the rounded P; k and v must be bf16 values (the kernel rounds an f32
+ * cache). With p_i = exp(s_i - m) over the scores of the rounded q, the
+ * kernel uses p_i (1 + e_i), |e_i| <= eps = 2^-8 (bf16) + 2 es (its f32
+ * scores are within es of s_i) + 1e-6 (f32 exp), so its output differs from
+ * sum p v / sum p by at most eps / (1 - eps) * sum p |v - ref| / sum p, and
+ * f32 sums add ~1e-5 at most: returns the largest |o - ref| / that bound. */
+static double ref_attention_row_bf16(const float *o, const float *q, const float *k, const float *v, size_t stride, int lo,
+                                     int hi, int hd, double *sc, double *mx, double *l) {
+    *mx = -INFINITY, *l = 0;
+    double es = 0;
+    for (int p = lo; p <= hi; p++) {
+        double s = 0, sa = 0;
+        for (int d = 0; d < hd; d++) s += bf16r(q[d]) * k[(size_t)p * stride + d], sa += fabs(bf16r(q[d]) * k[(size_t)p * stride + d]);
+        sc[p] = s;
+        es = fmax(es, (hd + 2) * 0x1p-24 * sa);
+        if (sc[p] > *mx) *mx = sc[p];
+    }
+    for (int p = lo; p <= hi; p++) *l += sc[p] = exp(sc[p] - *mx);
+    const double eps = 0x1p-8 + 2 * es + 1e-6;
+    double worst = 0;
+    for (int d = 0; d < hd; d++) {
+        double r = 0, spread = 0;
+        for (int p = lo; p <= hi; p++) r += sc[p] / *l * v[(size_t)p * stride + d];
+        for (int p = lo; p <= hi; p++) spread += sc[p] / *l * fabs(v[(size_t)p * stride + d] - r);
+        const double e = fabs(o[d] - r) / (eps / (1 - eps) * spread + 1e-5);
+        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+    }
+    return worst;
+}
+
 /* NaN in a cache of element type dt (f32 or bf16), at element i */
 static void kv_nan(void *c, size_t i, clv_dtype dt) {
     if (dt == CLV_DT_BF16) ((uint16_t *)c)[i] = 0x7fc0;
@@ -217,20 +258,40 @@ static void test_attention_one(clv_backend *b, const char *lvl, clv_dtype dt, in
     b->ops->attention(b, o, q, kcache, vcache, &a);
     b->ops->free(b, kcache);
     b->ops->free(b, vcache);
+    /* bf16_prefill on the amx level: a prompt's attention on the tiles, all of q, k, v and P rounded */
+    const bool rounded = g_one && T >= AMX_MIN_T;
     for (size_t i = 0; i < (size_t)P * kvd; i++) kc[i] = kv_round(kc[i], dt), vc[i] = kv_round(vc[i], dt);
-    double worst = 0;
+    double worst = 0, unrounded = 0;
     double *sc = malloc(sizeof(double) * (size_t)P);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < nh; h++) {
             const int pos = pos0 + t, kvh = h / (nh / nkv), lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+            float *ot = o + ((size_t)t * nh + h) * hd, *qt = q + ((size_t)t * nh + h) * hd;
             double mx, l;
-            const double e = ref_attention_row(o + ((size_t)t * nh + h) * hd, q + ((size_t)t * nh + h) * hd, scale,
-                                               kc + (size_t)kvh * hd, vc + (size_t)kvh * hd, (size_t)kvd, lo, pos, hd, sc,
-                                               &mx, &l);
+            double e = ref_attention_row(ot, qt, scale, kc + (size_t)kvh * hd, vc + (size_t)kvh * hd, (size_t)kvd, lo, pos,
+                                         hd, sc, &mx, &l);
+            if (rounded) {
+                unrounded = e > unrounded ? e : unrounded;
+                float qs[CLV_MAX_HEAD_DIM];
+                for (int d = 0; d < hd; d++) qs[d] = qt[d] * scale; /* as cpu.c scales q */
+                for (int p = lo; p <= pos; p++)
+                    for (int d = 0; d < hd; d++) {
+                        const size_t i = (size_t)p * kvd + (size_t)kvh * hd + d;
+                        kc[i] = kv_round(kc[i], CLV_DT_BF16), vc[i] = kv_round(vc[i], CLV_DT_BF16);
+                    }
+                e = ref_attention_row_bf16(ot, qs, kc + (size_t)kvh * hd, vc + (size_t)kvh * hd, (size_t)kvd, lo, pos, hd, sc,
+                                           &mx, &l);
+            }
             if (!(e <= worst)) worst = e;
         }
-    CHECK(worst <= 2e-6, "%s attention, %s cache, T=%d pos0=%d heads=%d/%d hd=%d window=%d: max abs err %.3g", lvl,
-          dt == CLV_DT_BF16 ? "bf16" : "f32", T, pos0, nh, nkv, hd, window, worst);
+    if (rounded) {
+        CHECK(worst <= 1, "%s attention, %s cache, T=%d pos0=%d heads=%d/%d hd=%d window=%d: error %.3g x the bf16 bound",
+              lvl, dt == CLV_DT_BF16 ? "bf16" : "f32", T, pos0, nh, nkv, hd, window, worst);
+        CHECK(unrounded > 2e-6, "%s attention, T=%d hd=%d: within %.3g of the unrounded reference: the tiles were not used",
+              lvl, T, hd, unrounded);
+    } else
+        CHECK(worst <= 2e-6, "%s attention, %s cache, T=%d pos0=%d heads=%d/%d hd=%d window=%d: max abs err %.3g", lvl,
+              dt == CLV_DT_BF16 ? "bf16" : "f32", T, pos0, nh, nkv, hd, window, worst);
     free(sc);
     clv_free(q);
     clv_free(o);
@@ -245,15 +306,16 @@ static void test_attention_one(clv_backend *b, const char *lvl, clv_dtype dt, in
  * result (a value below the lowest lo, a key past a block's end) fails. */
 static void test_attn_tile_ranges(const clv_cpu_kernels *k, const char *lvl, clv_dtype dt) {
     const size_t es = clv_kv_elem_bytes(dt);
-    static const int cases[][3] = {/* R, hd, ctx */ {1, 16, 40}, {5, 24, 130}, {8, 64, 300}, {3, 100, 77}, {9, 8, 1000}};
+    static const int cases[][3] = {/* R, hd, ctx */ {1, 16, 40},   {5, 24, 130},  {8, 64, 300},  {3, 100, 77},
+                                   {9, 8, 1000},  {40, 128, 700}, {64, 80, 500}, {17, 256, 200}, {64, 32, 2000}, {6, 9, 90}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int R = cases[c][0], hd = cases[c][1], ctx = cases[c][2];
         const size_t rows = clv_kv_cache_rows(ctx);
         float *q = clv_alloc(sizeof(float) * (size_t)R * hd), *o = clv_alloc(sizeof(float) * (size_t)R * hd);
         void *kc = clv_alloc(es * rows * hd), *vc = clv_alloc(es * rows * hd);
         float *kd = malloc(sizeof(float) * (size_t)ctx * hd), *vd = malloc(sizeof(float) * (size_t)ctx * hd);
-        float *work = clv_alloc(sizeof(float) * clv_attn_work_floats(R, hd)), m[16], l[16];
-        int lo[16], hi[16], umin = ctx, umax = 0;
+        float *work = clv_alloc(sizeof(float) * clv_attn_work_floats(R, hd)), m[64], l[64];
+        int lo[64], hi[64], umin = ctx, umax = 0;
         for (int r = 0; r < R; r++) {
             hi[r] = (r ? hi[r - 1] : ctx / 3) + (int)((urand() + 1) * ctx / (3 * R));
             if (hi[r] >= ctx) hi[r] = ctx - 1;
@@ -272,7 +334,9 @@ static void test_attn_tile_ranges(const clv_cpu_kernels *k, const char *lvl, clv
             }
         for (size_t i = (size_t)ctx; i < rows; i++)
             for (int d = 0; d < hd; d++) kv_nan(kc, clv_kcache_at((int)i, d, hd), dt), kv_nan(vc, i * hd + d, dt);
-        for (int i = 0; i < R * hd; i++) q[i] = (float)(urand() * 0.3);
+        /* scores of the size attention sees (|q . k| < 0.6 hd at hd <= 64, then ~ sqrt(hd)) */
+        const double qs = 0.3 * (hd > 64 ? sqrt(64.0 / hd) : 1.0);
+        for (int i = 0; i < R * hd; i++) q[i] = (float)(urand() * qs);
         clv_attn_tile t = {R, hd, q, lo, hi, kc, vc, dt, o, work, m, l};
         k->attn_tile(&t);
         double worst = 0;
@@ -285,9 +349,24 @@ static void test_attn_tile_ranges(const clv_cpu_kernels *k, const char *lvl, clv
             const double me = fabs(m[r] - mx), le = fabs(l[r] - sum) / sum;
             if (!(me <= 1e-5 && le <= 1e-5)) worst = INFINITY;
         }
-        free(sc);
         CHECK(worst <= 2e-6, "%s attn_tile, %s cache, R=%d hd=%d ctx=%d, own ranges per row, NaN outside them: max abs err %.3g",
               lvl, dt == CLV_DT_BF16 ? "bf16" : "f32", R, hd, ctx, worst);
+        if (k->amx) { /* the same tile on the tiles, against q, k and v rounded to bf16 and P's bound */
+            for (size_t i = 0; i < (size_t)ctx * hd; i++) kd[i] = kv_round(kd[i], CLV_DT_BF16), vd[i] = kv_round(vd[i], CLV_DT_BF16);
+            clv_amx_attn_tile(&t);
+            worst = 0;
+            for (int r = 0; r < R; r++) {
+                double mx, sum;
+                const double e = ref_attention_row_bf16(o + (size_t)r * hd, q + (size_t)r * hd, kd, vd, (size_t)hd, lo[r],
+                                                        hi[r], hd, sc, &mx, &sum);
+                if (!(e <= worst)) worst = e;
+                const double me = fabs(m[r] - mx), le = fabs(l[r] - sum) / sum;
+                if (!(me <= 1e-4 && le <= 0x1p-8 + 1e-4)) worst = INFINITY;
+            }
+            CHECK(worst <= 1, "amx-bf16 attn_tile, %s cache, R=%d hd=%d ctx=%d, own ranges per row, NaN outside them: "
+                  "error %.3g x the bf16 bound", dt == CLV_DT_BF16 ? "bf16" : "f32", R, hd, ctx, worst);
+        }
+        free(sc);
         clv_free(q), clv_free(o), clv_free(kc), clv_free(vc), clv_free(work), free(kd), free(vd);
     }
 }
@@ -298,6 +377,7 @@ static void test_attention(clv_backend *b, const char *lvl) {
         {1, 0, 4, 4, 16, 0},    {1, 70, 8, 2, 64, 0},   {1, 130, 32, 4, 64, 0}, {5, 3, 4, 1, 24, 0},
         {17, 0, 6, 2, 40, 0},   {33, 10, 4, 2, 80, 0},  {70, 0, 8, 1, 64, 0},   {129, 0, 2, 2, 24, 5},
         {40, 100, 4, 2, 32, 37}, {1, 200, 4, 2, 16, 64}, {3, 0, 130, 1, 8, 0},  {65, 64, 3, 3, 100, 0},
+        {48, 30, 16, 2, 128, 0}, {20, 0, 4, 1, 256, 0}, {100, 200, 8, 1, 64, 90},
         /* one token over enough keys to be cut into splits (cpu.c): 2..10 of them, a window,
          * more rows than a tile takes, a single kv head */
         {1, 700, 8, 2, 64, 0},  {1, 1500, 32, 4, 64, 0}, {1, 5000, 2, 2, 24, 0}, {1, 2000, 4, 1, 80, 300},
@@ -417,6 +497,7 @@ int main(void) {
                 test_amx_rounding(b);
                 b->bf16_prefill = g_one = true;
                 test_matmul(b, "amx-bf16");
+                test_attention(b, "amx-bf16");
                 b->bf16_prefill = g_one = false;
             }
             test_attention(b, k_levels[l]);

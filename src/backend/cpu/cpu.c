@@ -269,6 +269,7 @@ typedef struct {
     const void *kc, *vc;
     const clv_attn_args *a;
     int hc, n_hc, bq, n_tb; /* heads per tile, head chunks per kv head, tokens per tile, token blocks */
+    void (*tile)(const clv_attn_tile *);
     _Atomic int next;
 } attn_job;
 
@@ -296,7 +297,7 @@ static void attn_task(void *ctx, int ith, int nth) {
         }
         clv_attn_tile tile = {R,        hd,    ab->q,    ab->lo, ab->hi, clv_kv_head(j->kc, a, kvh), clv_kv_head(j->vc, a, kvh),
                               a->kv_dt, ab->o, ab->work, NULL,   NULL};
-        j->im->k->attn_tile(&tile);
+        j->tile(&tile);
         R = 0;
         for (int t = t0; t < t1; t++)
             for (int h = h0; h < h1; h++, R++)
@@ -425,7 +426,9 @@ static void cpu_attention(clv_backend *b, float *out, const float *q, const void
             return;
         }
     }
-    attn_job j = {.im = impl_of(b), .out = out, .q = q, .kc = kc, .vc = vc, .a = a};
+    attn_job j = {.im = impl_of(b), .out = out, .q = q, .kc = kc, .vc = vc, .a = a, .tile = impl_of(b)->k->attn_tile};
+    /* a prompt under --prefill-precision bf16: both products on the tiles, as its matmuls */
+    if (j.im->k->amx && b->bf16_prefill && a->T >= AMX_MIN_T) j.tile = clv_amx_attn_tile;
     j.hc = group < CLV_ATTN_MAX_ROWS ? group : CLV_ATTN_MAX_ROWS;
     j.n_hc = (group + j.hc - 1) / j.hc;
     j.bq = CLV_ATTN_MAX_ROWS / j.hc;

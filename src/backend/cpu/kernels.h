@@ -5,13 +5,16 @@
  *
  * Levels: "scalar" (portable C, the baseline the others are tested against),
  * "avx2" (AVX2+FMA+F16C), "avx512" (F/BW/VL/DQ), "amx" (avx512 plus
- * AMX-BF16 tiles for bf16, f16 and int8 prefill, kernels_amx.c). */
+ * AMX-BF16 tiles for bf16, f16 and int8 prefill, and for a prompt's
+ * attention under --prefill-precision bf16, kernels_amx.c). */
 #ifndef CLV_CPU_KERNELS_H
 #define CLV_CPU_KERNELS_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../backend.h"
 
@@ -43,12 +46,34 @@ typedef struct clv_attn_tile {
                            * with which partial results over disjoint key ranges are merged */
 } clv_attn_tile;
 
+/* A tile's start, for the kernels: every row's running max and sum reset, o
+ * zeroed, and the union of the rows' key ranges into *jlo .. *jhi. */
+static inline void clv_attn_tile_begin(const clv_attn_tile *a, float *mrow, float *lrow, int *jlo, int *jhi) {
+    *jlo = a->lo[0], *jhi = a->hi[a->R - 1];
+    for (int r = 0; r < a->R; r++) {
+        mrow[r] = -INFINITY;
+        lrow[r] = 0.0f;
+        if (a->lo[r] < *jlo) *jlo = a->lo[r];
+        if (a->hi[r] > *jhi) *jhi = a->hi[r];
+    }
+    memset(a->o, 0, sizeof(float) * (size_t)a->R * (size_t)a->hd);
+}
+
 /* Keys per block in the attention kernels, and the most rows in one tile. */
 #define CLV_ATTN_BK 64
 #define CLV_ATTN_MAX_ROWS 64
+/* clv_amx_attn_tile's work: Q, a key block, P and a value block as bf16
+ * tiles, scores, one row block's output, m and l (kernels_amx.c) */
+static inline size_t clv_amx_attn_work_bytes(int R, int hd) {
+    const size_t rb = (size_t)(R + 15) / 16, ds = (size_t)(hd + 31) / 32, cb = (size_t)(hd + 15) / 16;
+    return (rb * ds + 4 * ds + rb * 2 + 2 * cb) * 1024 + rb * 16 * 64 * 4 + 16 * 64 * 4 + 2 * rb * 16 * 4;
+}
+/* work for either kernel */
 static inline size_t clv_attn_work_floats(int R, int hd) {
     /* scores [R][64], m and l [R] (rounded up to 16), a block of keys and of values widened from bf16 */
-    return (size_t)R * CLV_ATTN_BK + ((2 * (size_t)R + 15) & ~(size_t)15) + 2 * (size_t)CLV_ATTN_BK * (size_t)hd + 64;
+    const size_t f = (size_t)R * CLV_ATTN_BK + ((2 * (size_t)R + 15) & ~(size_t)15) + 2 * (size_t)CLV_ATTN_BK * (size_t)hd + 64;
+    const size_t amx = (clv_amx_attn_work_bytes(R, hd) + 3) / 4;
+    return f > amx ? f : amx;
 }
 
 typedef struct clv_cpu_kernels {
@@ -98,9 +123,9 @@ void clv_rmsnorm_scalar(float *y, const float *x, const float *w, int r0, int r1
  * C[T][N] = A[T][K] . W^T with A in f32 and W in bf16, f16 (split exactly
  * into two bf16 halves) or int8 times scale[n] (every int8 value is exact in
  * bf16). By default A is split into a
- * bf16 high part and a bf16 residual (x = hi + lo + O(2^-17 |x|)), both
+ * bf16 high part and a bf16 residual (x = hi + lo + O(2^-16 |x|)), both
  * multiplied on the tiles with f32 accumulation, so the result keeps ~1e-5
- * relative accuracy instead of bf16's 2^-9 per product. With `one` A is
+ * relative accuracy instead of bf16's 2^-8 per product. With `one` A is
  * rounded to bf16 and multiplied once (half the tile work). Two phases:
  *   1. clv_amx_pack_a: every thread packs its share of the
  *      clv_amx_mblocks(T, one) 16-row blocks of x into `ap`
@@ -116,5 +141,9 @@ size_t clv_amx_work_bytes(int K);
 void clv_amx_pack_a(uint16_t *ap, const float *x, int T, int K, int mb0, int mb1, bool one); /* blocks mb0..mb1-1 */
 void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_dtype dt, const float *scale, int T, int K,
                   int n0, int n1, void *work, bool one); /* dt: BF16, F16, or I8 with its row scales */
+/* One attention tile (same contract as attn_tile, work of clv_attn_work_floats
+ * floats) with Q K^T and P V on the tiles: q, P and an f32 cache rounded to
+ * bf16 (--prefill-precision bf16), softmax and sums in f32. */
+void clv_amx_attn_tile(const clv_attn_tile *a);
 
 #endif

@@ -4,19 +4,21 @@
  * row scales multiply C as the last k block stores it. f16 weights are split
  * while repacked into two bf16 values whose sum is exact, and both go through
  * the tiles (1.5x bf16's tile work split, 2x in one pass; pp512 on the 1.1B
- * model runs 3x faster than on the AVX-512 path it replaced).
+ * model runs 3x faster than on the AVX-512 path it replaced). With
+ * --prefill-precision bf16 a prompt's attention runs on the tiles as well
+ * (clv_amx_attn_tile, at the end).
  *
  * Accuracy, two modes:
  *   - split (the default): bf16 keeps 8 significant bits, so rounding the
- *     activations to bf16 would cost up to 2^-9 relative error per product.
+ *     activations to bf16 would cost up to 2^-8 relative error per product.
  *     Instead each activation is split into x = hi + lo with hi = bf16(x) and
  *     lo = bf16(x - hi); both halves go through the tiles against the same
  *     (exact) weights, with f32 accumulation, which leaves
- *     |x - hi - lo| <= 2^-17 |x|: ~1e-5 relative, the same order as f32
+ *     |x - hi - lo| <= 2^-16 |x|: ~1e-5 relative, the same order as f32
  *     accumulation over a few thousand terms.
  *   - one pass (--prefill-precision bf16): the activations are rounded to
  *     bf16 once, as torch's bf16 matmuls and llama.cpp's bf16 path do: half
- *     the tile work, up to 2^-9 relative error per product.
+ *     the tile work, up to 2^-8 relative error per product.
  *
  * Layouts (one tile = 16 rows x 64 bytes):
  *   A, packed by clv_amx_pack_a: [16-row block][32-k step][hi, lo][16][32]
@@ -41,6 +43,7 @@
  */
 #include <cpuid.h>
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -223,7 +226,7 @@ TGT static void repack(clv_dtype dt, uint16_t *bp, const void *w, int K, int n, 
  * distinct registers, and measured at ~98% of the tile unit's peak with
  * operands in L1 against ~75% for 2 x 2 ("Kernel labs" in bench/README.md).
  * With lo weights (f16) the B registers are loaded again with them and
- * multiplied by A's hi half (A lo x W lo, ~2^-18 relative, is left out). */
+ * multiplied by A's hi half (A lo x W lo, up to 2^-16 relative, is left out). */
 INL void block_1x3(const uint16_t *a, const uint16_t *b, int kcs, const float *cin, long ldy, bool wlo) {
     if (cin) {
         TILE_LOAD(0, cin, ldy * 4);
@@ -383,4 +386,213 @@ TGT void clv_amx_gemm(float *y, int ldy, const uint16_t *ap, const void *w, clv_
         }
     }
     tile_release();
+}
+
+/* ---- attention on the tiles (--prefill-precision bf16) -------------------------------
+ * One clv_attn_tile as the AVX-512 kernel computes it (64-key blocks, online
+ * softmax in f32), with both products on the tiles: S = Q K^T with Q rounded
+ * to bf16, and O += P V with P rounded to bf16; an f32 cache is rounded to
+ * bf16 as it is repacked, a bf16 cache is used as stored. Each row's sum l
+ * adds the rounded P, so the output is an exact average of the values with
+ * weights within 2^-8 relative of softmax(bf16(q) . k) (tests/unit/test_kernels).
+ *
+ * Work (clv_amx_attn_work_bytes), every part whole tiles:
+ *   qA [row blocks][hd / 32][16][32]  Q, rounded (rows past R, dims past hd 0)
+ *   kB [4][hd / 32][16 d pairs][16 keys][2]  one key block, VNNI order: a
+ *      cache block's rows d and d + 1 are adjacent, so one 64-byte load and
+ *      one word permute make a tile row
+ *   pA [row blocks][2][16][32]  P, 32 keys per tile
+ *   vB [2][hd / 16][16 key pairs][16 columns][2]  the block's values, VNNI
+ *   S [row blocks][16][64] scores, C [16][64] one row block's P V, m, l
+ * Tiles: tmm0..3 = C (64 keys or 64 columns), tmm4 = A, tmm5..7 = B. A
+ * whole 16-row block adds P V to o in the tiles (loaded from o, stored back);
+ * a partial one goes through C. On the 1.1B model's shapes (32 / 4 heads, hd
+ * 64, bf16 cache, 2 threads) a prompt's attention takes about half the AVX-512
+ * kernel's time (gemm_lab: T = 512 4.7 against 9.2 ms, T = 2048 52 against
+ * 109 ms); the softmax between the two products is most of what is left. */
+
+/* 32 bf16: elements (i, 16 + i) side by side, the pair order of a VNNI tile row */
+INL __m512i pair16(__m512i x) {
+    const __m512i ilv = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(ilv, x);
+}
+
+/* two rows of 16 elements (a's first n of them, b's first nb; the rest 0) as 32 bf16, a then b */
+INL __m512i rows2_bf16(const uint16_t *a, const uint16_t *b, __mmask16 ma, __mmask16 mb) {
+    __m512i x = _mm512_castsi256_si512(_mm256_maskz_loadu_epi16(ma, a));
+    return _mm512_inserti64x4(x, _mm256_maskz_loadu_epi16(mb, b), 1);
+}
+INL __m512i rows2_f32(const float *a, const float *b, __mmask16 ma, __mmask16 mb) {
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mb, b), _mm512_maskz_loadu_ps(ma, a));
+}
+INL __m512 widen_lo(__m512i x) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(x)), 16)); }
+INL __m512 widen_hi(__m512i x) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(x, 1)), 16));
+}
+
+TGT void clv_amx_attn_tile(const clv_attn_tile *a) {
+    const int R = a->R, hd = a->hd, RB = (R + 15) / 16, DS = (hd + 31) / 32, CB = (hd + 15) / 16;
+    const bool bf16 = a->kv_dt == CLV_DT_BF16;
+    uint16_t *qA = (uint16_t *)a->work, *kB = qA + (size_t)RB * DS * 512, *pA = kB + (size_t)4 * DS * 512;
+    uint16_t *vB = pA + (size_t)RB * 2 * 512;
+    float *S = (float *)(vB + (size_t)2 * CB * 512), *C = S + (size_t)RB * 16 * 64, *mrow = C + 16 * 64,
+          *lrow = mrow + RB * 16;
+    memset(qA, 0, (size_t)RB * DS * 1024);
+    memset(pA, 0, (size_t)RB * 2 * 1024);
+    for (int r = 0; r < R; r++)
+        for (int d = 0; d < hd; d += 16) {
+            __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(hd - d), a->q + (size_t)r * hd + d));
+            _mm256_storeu_si256((__m256i *)(qA + (((size_t)(r / 16) * DS + d / 32) * 16 + r % 16) * 32 + d % 32), h);
+        }
+    int jlo, jhi;
+    clv_attn_tile_begin(a, mrow, lrow, &jlo, &jhi);
+    tile_config();
+    for (int j0 = jlo & ~(CLV_KBLOCK - 1); j0 <= jhi; j0 += CLV_ATTN_BK) {
+        const int nb = jhi + 1 - j0 < CLV_ATTN_BK ? jhi + 1 - j0 : CLV_ATTN_BK, nsb = (nb + CLV_KBLOCK - 1) / CLV_KBLOCK;
+        int ra = 0;
+        while (ra < R && a->hi[ra] < j0) ra++;
+        if (ra == R) break;
+        const int rb0 = ra / 16;
+        /* keys: the cache's blocks of 16 (whole blocks: keys past nb are masked below), zero past hd and nsb */
+        for (int kb = 0; kb < 4; kb++) {
+            uint16_t *dst = kB + (size_t)kb * DS * 512;
+            int d = 0;
+            if (kb < nsb) {
+                const size_t at = clv_kcache_at(j0 + CLV_KBLOCK * kb, 0, hd);
+                for (; d < hd; d += 2) {
+                    const __mmask16 m1 = d + 1 < hd ? 0xffff : 0;
+                    const __m512i x = bf16 ? rows2_bf16((const uint16_t *)a->k + at + (size_t)d * 16,
+                                                        (const uint16_t *)a->k + at + (size_t)(d + 1) * 16, 0xffff, m1)
+                                           : rows2_f32((const float *)a->k + at + (size_t)d * 16,
+                                                       (const float *)a->k + at + (size_t)(d + 1) * 16, 0xffff, m1);
+                    _mm512_store_si512(dst + ((size_t)(d / 32) * 16 + (d % 32) / 2) * 32, pair16(x));
+                }
+            }
+            for (; d < DS * 32; d += 2) _mm512_store_si512(dst + ((size_t)(d / 32) * 16 + (d % 32) / 2) * 32, _mm512_setzero_si512());
+        }
+        for (int rb = rb0; rb < RB; rb++) {
+            TILE_ZERO(0);
+            TILE_ZERO(1);
+            TILE_ZERO(2);
+            TILE_ZERO(3);
+            for (int ds = 0; ds < DS; ds++) {
+                TILE_LOAD(4, qA + ((size_t)rb * DS + ds) * 512, 64);
+                TILE_LOAD(5, kB + (size_t)(0 * DS + ds) * 512, 64);
+                TILE_DP(0, 4, 5);
+                TILE_LOAD(6, kB + (size_t)(1 * DS + ds) * 512, 64);
+                TILE_DP(1, 4, 6);
+                TILE_LOAD(7, kB + (size_t)(2 * DS + ds) * 512, 64);
+                TILE_DP(2, 4, 7);
+                TILE_LOAD(5, kB + (size_t)(3 * DS + ds) * 512, 64);
+                TILE_DP(3, 4, 5);
+            }
+            float *s = S + (size_t)rb * 16 * 64;
+            TILE_STORE(0, s, 256);
+            TILE_STORE(1, s + 16, 256);
+            TILE_STORE(2, s + 32, 256);
+            TILE_STORE(3, s + 48, 256);
+        }
+        /* mask, online softmax; P (rounded) into pA, zero for keys a row does not see */
+        int j_lo = nb; /* the first key any row sees: values below it are zeros in vB */
+        for (int r = rb0 * 16; r < ra; r++) { /* rows that see no key of this block, in a row block that does */
+            uint16_t *prow = pA + ((size_t)(r / 16) * 2 * 16 + r % 16) * 32;
+            memset(prow, 0, 64);
+            memset(prow + 512, 0, 64);
+        }
+        for (int r = ra; r < R; r++) {
+            const float *s = S + (size_t)r * 64;
+            uint16_t *prow = pA + ((size_t)(r / 16) * 2 * 16 + r % 16) * 32;
+            __mmask16 vm[4];
+            __m512 sv[4];
+            const float bmax = clv_attn_block_row(s, a->lo[r] - j0, a->hi[r] - j0, nb, vm, sv), mold = mrow[r];
+            if (!(vm[0] | vm[1] | vm[2] | vm[3])) {
+                memset(prow, 0, 64);
+                memset(prow + 512, 0, 64);
+                continue;
+            }
+            if (a->lo[r] - j0 < j_lo) j_lo = a->lo[r] - j0 > 0 ? a->lo[r] - j0 : 0;
+            const float mnew = bmax > mold ? bmax : mold;
+            const __m512 mv = _mm512_set1_ps(mnew);
+            __m512 sum = _mm512_setzero_ps();
+            for (int j = 0; j < 4; j += 2) {
+                const __m512 p0 = _mm512_maskz_mov_ps(vm[j], clv_exp512(_mm512_sub_ps(sv[j], mv)));
+                const __m512 p1 = _mm512_maskz_mov_ps(vm[j + 1], clv_exp512(_mm512_sub_ps(sv[j + 1], mv)));
+                const __m512i pb = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
+                sum = _mm512_add_ps(sum, _mm512_add_ps(widen_lo(pb), widen_hi(pb)));
+                _mm512_store_si512(prow + (size_t)(j / 2) * 512, pb);
+            }
+            clv_attn_row_advance(a->o + (size_t)r * hd, hd, &mrow[r], &lrow[r], mnew, sum);
+        }
+        /* values j_lo .. nb - 1 of the block, the rest zeros */
+        for (int ks = 0; ks < 2; ks++)
+            for (int i = 0; i < 16; i++) {
+                const int k0 = ks * 32 + 2 * i;
+                const bool in0 = k0 >= j_lo && k0 < nb, in1 = k0 + 1 >= j_lo && k0 + 1 < nb;
+                for (int c = 0; c < CB; c++) {
+                    const __mmask16 cm = mask16(hd - 16 * c), m0 = in0 ? cm : 0, m1 = in1 ? cm : 0;
+                    const size_t at0 = (size_t)(j0 + k0) * hd + 16 * c, at1 = at0 + (size_t)hd;
+                    __m512i x = _mm512_setzero_si512();
+                    if (m0 | m1)
+                        x = bf16 ? rows2_bf16((const uint16_t *)a->v + at0, (const uint16_t *)a->v + at1, m0, m1)
+                                 : rows2_f32((const float *)a->v + at0, (const float *)a->v + at1, m0, m1);
+                    _mm512_store_si512(vB + ((size_t)(ks * CB + c) * 16 + i) * 32, pair16(x));
+                }
+            }
+        for (int rb = rb0; rb < RB; rb++)
+            for (int c0 = 0; c0 < CB; c0 += 4) {
+                const int nc = CB - c0 < 4 ? CB - c0 : 4;
+                /* a whole row block accumulates in o itself (tiles loaded from it and stored
+                 * back); else through C, added row by row (rows before ra: P = 0, C = 0) */
+                float *o = a->o + (size_t)rb * 16 * hd + 16 * c0;
+                const bool direct = rb * 16 + 16 <= R && hd % 16 == 0;
+                const long ld = direct ? hd * 4 : 256;
+                float *c = direct ? o : C;
+                if (direct) {
+                    TILE_LOAD(0, c, ld);
+                    if (nc > 1) TILE_LOAD(1, c + 16, ld);
+                    if (nc > 2) TILE_LOAD(2, c + 32, ld);
+                    if (nc > 3) TILE_LOAD(3, c + 48, ld);
+                } else {
+                    TILE_ZERO(0);
+                    TILE_ZERO(1);
+                    TILE_ZERO(2);
+                    TILE_ZERO(3);
+                }
+                for (int ks = 0; ks < 2; ks++) {
+                    const uint16_t *vb = vB + (size_t)(ks * CB + c0) * 512;
+                    TILE_LOAD(4, pA + ((size_t)rb * 2 + ks) * 512, 64);
+                    TILE_LOAD(5, vb, 64);
+                    TILE_DP(0, 4, 5);
+                    if (nc > 1) {
+                        TILE_LOAD(6, vb + 512, 64);
+                        TILE_DP(1, 4, 6);
+                    }
+                    if (nc > 2) {
+                        TILE_LOAD(7, vb + 1024, 64);
+                        TILE_DP(2, 4, 7);
+                    }
+                    if (nc > 3) {
+                        TILE_LOAD(5, vb + 1536, 64);
+                        TILE_DP(3, 4, 5);
+                    }
+                }
+                TILE_STORE(0, c, ld);
+                if (nc > 1) TILE_STORE(1, c + 16, ld);
+                if (nc > 2) TILE_STORE(2, c + 32, ld);
+                if (nc > 3) TILE_STORE(3, c + 48, ld);
+                if (!direct)
+                    for (int i = 0; i < 16 && rb * 16 + i < R; i++)
+                        for (int t = 0; t < nc; t++) {
+                            const __mmask16 dm = mask16(hd - 16 * (c0 + t));
+                            float *oi = o + (size_t)i * hd + 16 * t;
+                            _mm512_mask_storeu_ps(oi, dm, _mm512_add_ps(_mm512_maskz_loadu_ps(dm, oi), _mm512_load_ps(C + i * 64 + 16 * t)));
+                        }
+            }
+    }
+    tile_release();
+    for (int r = 0; r < R; r++) {
+        if (a->m) a->m[r] = mrow[r], a->l[r] = lrow[r];
+        clv_scale_f32(a->o + (size_t)r * hd, hd, 1.0f / lrow[r]);
+    }
 }

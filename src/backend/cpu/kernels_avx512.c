@@ -60,26 +60,6 @@ INL __m512 ld_i8(const int8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi
 INL __m512 ldm_i8(const int8_t *p, __mmask16 m) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p))); }
 static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
-/* exp(x) for f32 lanes: x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor on r
- * (truncation 5e-9 relative), 2^n by scalef. Inputs clamped to [-87, 88]:
- * callers mask what must be exactly zero. */
-INL __m512 exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 /* ---- decode: y = W x ------------------------------------------------------------- */
 
 /* Per 32 elements of a row: two f32 vectors, to be multiplied by the two x
@@ -459,15 +439,8 @@ TGT static void attn_tile(const clv_attn_tile *a) {
     /* a bf16 block seen by more rows than one pass of the kernels takes is widened once,
      * into kw ([4][hd][16], as the cache) and vw ([64][hd]), and read from there as f32 */
     float *kw = mrow + ((2 * (size_t)R + 15) & ~(size_t)15), *vw = kw + (size_t)CLV_ATTN_BK * hd;
-    int jlo = a->lo[0], jhi = a->hi[R - 1];
-    for (int r = 0; r < R; r++) {
-        mrow[r] = -INFINITY;
-        lrow[r] = 0.0f;
-        if (a->lo[r] < jlo) jlo = a->lo[r];
-        if (a->hi[r] > jhi) jhi = a->hi[r];
-    }
-    memset(a->o, 0, sizeof(float) * (size_t)R * hd);
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    int jlo, jhi;
+    clv_attn_tile_begin(a, mrow, lrow, &jlo, &jhi);
     /* blocks of 64 positions from a key block's start (up to four whole key
      * blocks of the cache); keys outside a row's range are masked */
     for (int j0 = jlo & ~(CLV_KBLOCK - 1); j0 <= jhi; j0 += CLV_ATTN_BK) {
@@ -498,44 +471,23 @@ TGT static void attn_tile(const clv_attn_tile *a) {
         int j_lo = nb; /* the first key any row sees: values below it are not read */
         for (r = ra; r < R; r++) {
             float *s = S + (size_t)r * CLV_ATTN_BK;
-            const __m512i lo = _mm512_set1_epi32(a->lo[r] - j0), hi = _mm512_set1_epi32(a->hi[r] - j0);
             __mmask16 vm[4];
-            __m512 sv[4], mx = _mm512_set1_ps(-INFINITY);
-            int any = 0;
-            for (int j = 0; j < 4; j++) {
-                __m512i idx = _mm512_add_epi32(lane, _mm512_set1_epi32(16 * j));
-                vm[j] = _mm512_cmpge_epi32_mask(idx, lo) & _mm512_cmple_epi32_mask(idx, hi) &
-                        _mm512_cmplt_epi32_mask(idx, _mm512_set1_epi32(nb));
-                any |= vm[j];
-                sv[j] = _mm512_load_ps(s + 16 * j);
-                mx = _mm512_mask_max_ps(mx, vm[j], mx, sv[j]);
-            }
-            if (!any) {
+            __m512 sv[4];
+            const float bmax = clv_attn_block_row(s, a->lo[r] - j0, a->hi[r] - j0, nb, vm, sv), mold = mrow[r];
+            if (!(vm[0] | vm[1] | vm[2] | vm[3])) {
                 memset(s, 0, sizeof(float) * CLV_ATTN_BK);
                 continue;
             }
             if (a->lo[r] - j0 < j_lo) j_lo = a->lo[r] - j0 > 0 ? a->lo[r] - j0 : 0;
-            const float bmax = _mm512_reduce_max_ps(mx), mold = mrow[r];
             const float mnew = bmax > mold ? bmax : mold;
             const __m512 mv = _mm512_set1_ps(mnew);
             __m512 sum = _mm512_setzero_ps();
             for (int j = 0; j < 4; j++) {
-                __m512 p = _mm512_maskz_mov_ps(vm[j], exp512(_mm512_sub_ps(sv[j], mv)));
+                __m512 p = _mm512_maskz_mov_ps(vm[j], clv_exp512(_mm512_sub_ps(sv[j], mv)));
                 sum = _mm512_add_ps(sum, p);
                 _mm512_store_ps(s + 16 * j, p);
             }
-            if (mnew > mold && mold != -INFINITY) {
-                const float corr = expf(mold - mnew);
-                lrow[r] *= corr;
-                const __m512 cv = _mm512_set1_ps(corr);
-                float *o = a->o + (size_t)r * hd;
-                for (int d = 0; d < hd; d += 16) {
-                    __mmask16 dm = mask16(hd - d);
-                    _mm512_mask_storeu_ps(o + d, dm, _mm512_mul_ps(cv, _mm512_maskz_loadu_ps(dm, o + d)));
-                }
-            }
-            mrow[r] = mnew;
-            lrow[r] += _mm512_reduce_add_ps(sum);
+            clv_attn_row_advance(a->o + (size_t)r * hd, hd, &mrow[r], &lrow[r], mnew, sum);
         }
         /* values likewise (vs[j * hd] is key j0 + j's row) */
         const size_t vb = (size_t)j0 * hd;
@@ -557,12 +509,7 @@ TGT static void attn_tile(const clv_attn_tile *a) {
     }
     for (int r = 0; r < R; r++) {
         if (a->m) a->m[r] = mrow[r], a->l[r] = lrow[r];
-        const __m512 inv = _mm512_set1_ps(1.0f / lrow[r]);
-        float *o = a->o + (size_t)r * hd;
-        for (int d = 0; d < hd; d += 16) {
-            __mmask16 dm = mask16(hd - d);
-            _mm512_mask_storeu_ps(o + d, dm, _mm512_mul_ps(inv, _mm512_maskz_loadu_ps(dm, o + d)));
-        }
+        clv_scale_f32(a->o + (size_t)r * hd, hd, 1.0f / lrow[r]);
     }
 }
 
@@ -573,7 +520,7 @@ TGT static void silu_mul(float *g, const float *u, size_t n) {
     for (; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : mask16((int)(n - i));
         __m512 gv = _mm512_maskz_loadu_ps(m, g + i), uv = _mm512_maskz_loadu_ps(m, u + i);
-        __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        __m512 e = clv_exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
         __m512 s = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
         _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(s, uv));
     }
