@@ -356,9 +356,12 @@ static void balance(const clv_plan *p, uint64_t *cap_out, const module *m, int n
 }
 
 /* infer_auto_device_map over the flat module list. */
+/* est (may be NULL) gets, per device, what the pass counted against its
+ * budget at its last placement: scratch, what it reserved, what it holds. */
 static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, int nm, int main_dev, uint64_t scratch,
-                          bool compat, bool hold_all_kv) {
+                          bool compat, bool hold_all_kv, uint64_t *est) {
     uint64_t used[CLV_MAX_DEVICES] = {0};
+    if (est) memset(est, 0, sizeof(uint64_t) * CLV_MAX_DEVICES);
     int cur = 0;
     for (int i = 0; i < nm; i++) {
         uint64_t reserve_w = 0, kv_rest = 0, size_rest = 0;
@@ -393,6 +396,7 @@ static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, 
             uint64_t size = m[i].w + m[i].kv;
             if (avail >= reserve && used[d] + size <= avail - reserve) {
                 used[d] += size;
+                if (est) est[d] = (compat ? 0 : scratch) + reserve + used[d];
                 *module_slot(p, &m[i]) = d;
                 break;
             }
@@ -610,16 +614,34 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
     } else {
         /* balancing caps what the greedy pass may put on each device; the
          * accounting below still checks against the real budgets */
-        uint64_t cap[CLV_MAX_DEVICES];
+        uint64_t cap[CLV_MAX_DEVICES], est[CLV_MAX_DEVICES];
         memcpy(cap, p->budget, sizeof cap);
         if (req->mode != CLV_MAP_SEQUENTIAL) balance(p, cap, m, nm, ms, req->mode == CLV_MAP_BALANCED_LOW_0);
-        assign_greedy(p, cap, m, nm, main_dev, scratch, req->accelerate_compat, false);
+        assign_greedy(p, cap, m, nm, main_dev, scratch, req->accelerate_compat, false, est);
         if (req->accelerate_compat) return account(p, m, nm, ms, true, st);
-        clv_status first = {0}; /* a failure here is not the caller's: st stays clean */
-        if (!account(p, m, nm, ms, false, &first)) return 0;
-        /* the estimate let modules spill to the main device's tiers with no room
-         * held for their KV cache: place again, holding it all back */
-        assign_greedy(p, cap, m, nm, main_dev, scratch, false, true);
+        /* The greedy pass estimates; the accounting decides. When they
+         * disagree, place again: holding back on the main device the KV cache
+         * of every module still to come (the estimate may have let modules
+         * spill to its tiers with no room held for their cache), and from then
+         * on lowering the cap of each device found over budget by what it is
+         * over (scratch the estimate does not see, such as the head's logits
+         * on a GPU, or disk staging): below what the pass counted on it, so
+         * that it takes fewer modules. Caps only go down, so this ends; the
+         * last accounting's error is the caller's. */
+        for (int round = 0; round < 4 * CLV_MAX_DEVICES; round++) {
+            clv_status again = {0}; /* a failure here is not the caller's: st stays clean */
+            if (!account(p, m, nm, ms, false, &again)) return 0;
+            bool lowered = false;
+            for (int d = 0; round > 0 && d < p->n_devices; d++) {
+                const uint64_t need = p->weight_bytes[d] + p->kv_bytes[d] + p->scratch_bytes[d] + p->staging_bytes[d];
+                if (need <= p->budget[d] || cap[d] == 0) continue;
+                const uint64_t was = est[d] < cap[d] ? est[d] : cap[d], over = need - p->budget[d];
+                cap[d] = was > over ? was - over : 0;
+                lowered = true;
+            }
+            if (round > 0 && !lowered) break;
+            assign_greedy(p, cap, m, nm, main_dev, scratch, false, true, est);
+        }
     }
     if (p->tied) p->head_dev = p->embed_dev;
     return account(p, m, nm, ms, req->accelerate_compat, st);
