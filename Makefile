@@ -135,7 +135,7 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/
 FUZZ_SRC := $(wildcard src/util/*.c src/format/*.c src/tokenizer/*.c) src/model/config.c
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(HDRS) | deps
 	@mkdir -p $(dir $@)
-	clang -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined $< $(FUZZ_SRC) -o $@ $(LDLIBS)
+	clang -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $< $(FUZZ_SRC) -o $@ $(LDLIBS)
 fuzz: $(FUZZ_TARGETS)
 	@for f in $(FUZZ_TARGETS); do echo "== $$f"; \
 	  mkdir -p $(BUILD)/corpus/$$(basename $$f); \

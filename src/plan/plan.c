@@ -355,9 +355,9 @@ static void balance(const clv_plan *p, uint64_t *cap_out, const module *m, int n
     }
 }
 
-/* infer_auto_device_map over the flat module list. */
-/* est (may be NULL) gets, per device, what the pass counted against its
- * budget at its last placement: scratch, what it reserved, what it holds. */
+/* infer_auto_device_map over the flat module list. est (may be NULL) gets,
+ * per device, what the pass counted against its budget at its last
+ * placement: scratch, what it reserved, what it holds. */
 static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, int nm, int main_dev, uint64_t scratch,
                           bool compat, bool hold_all_kv, uint64_t *est) {
     uint64_t used[CLV_MAX_DEVICES] = {0};
