@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #include "../format/json.h"
 #include "../util/util.h"
@@ -101,18 +102,13 @@ static int32_t smap_put(smap *m, const char *s, uint32_t n, int32_t v) {
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 character at s (n bytes left), 0 when invalid. */
+/* Length of the valid UTF-8 character at s (n > 0 bytes left), 0 when
+ * invalid: utf8proc's rules (no overlong forms, surrogates, or code points
+ * past U+10FFFF). */
 static int utf8_len(const unsigned char *s, size_t n) {
-    if (s[0] < 0x80) return 1;
-    int len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
-    if (!len || (size_t)len > n || s[0] > 0xf4) return 0;
-    for (int i = 1; i < len; i++)
-        if ((s[i] & 0xc0) != 0x80) return 0;
-    uint32_t c = len == 2 ? (uint32_t)(s[0] & 0x1f) << 6 | (s[1] & 0x3f)
-               : len == 3 ? (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f)
-                          : (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 | (uint32_t)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
-    if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 || c > 0x10ffff)) || (c >= 0xd800 && c <= 0xdfff)) return 0;
-    return len;
+    utf8proc_int32_t c;
+    const utf8proc_ssize_t l = utf8proc_iterate(s, (utf8proc_ssize_t)n, &c);
+    return l > 0 ? (int)l : 0;
 }
 static bool utf8_valid(const char *s, size_t n) {
     for (size_t i = 0; i < n;) {

@@ -915,12 +915,13 @@ static void test_import_quantised(void) {
 }
 
 /* SentencePiece-style vocabulary without merges: rebuilt like transformers' generate_merges. */
-static void test_spm_vocab_only(void) {
+/* Imports a vocabulary-only GGUF (SentencePiece-style) of the ten tokens
+ * toks into g_root/NAME-out. */
+static int import_spm_vocab(const char *name, const char *const toks[10], clv_gguf_import_report *rep, clv_status *st) {
     clv_gguf_writer w;
     clv_gguf_writer_init(&w, 32);
     clv_gguf_w_str(&w, "general.architecture", "llama");
     clv_gguf_w_u32(&w, "llama.context_length", 4096);
-    const char *toks[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "ab", "\xe2\x96\x81" "a", "\xe2\x96\x81" "ab", "<0x0A>"};
     float scores[] = {0, 0, 0, -1, -2, -3, -4, -5, -6, 0};
     int32_t types[] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 6};
     clv_gguf_w_str(&w, "tokenizer.ggml.model", "llama");
@@ -934,16 +935,40 @@ static void test_spm_vocab_only(void) {
     uint8_t *file = clv_gguf_writer_finish(&w, &len);
     clv_gguf_writer_free(&w);
     char gg[512], out[512];
-    snprintf(gg, sizeof gg, "%s/spm.gguf", g_root);
-    snprintf(out, sizeof out, "%s/spm-out", g_root);
-    clv_status st = {0};
-    clv_write_file(gg, file, len, &st);
+    snprintf(gg, sizeof gg, "%s/%s.gguf", g_root, name);
+    snprintf(out, sizeof out, "%s/%s-out", g_root, name);
+    clv_write_file(gg, file, len, st);
     free(file);
     clv_gguf_import_opts io;
     clv_gguf_import_defaults(&io);
     io.out_dir = out;
+    return clv_gguf_import(gg, &io, rep, st);
+}
+
+/* A token that is not valid UTF-8 cannot go into tokenizer.json: refused, naming it. */
+static void test_vocab_not_utf8(void) {
+    static const char *bad[] = {"\x80", "\xc0\xaf" /* overlong */, "\xed\xa0\x80" /* surrogate */,
+                                "\xf4\x90\x80\x80" /* past U+10FFFF */, "\xe2\x96" /* cut short */};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *toks[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", bad[i], "\xe2\x96\x81" "a", "\xe2\x96\x81" "ab", "<0x0A>"};
+        char name[32];
+        snprintf(name, sizeof name, "bad-utf8-%zu", i);
+        clv_status st = {0};
+        clv_gguf_import_report rep;
+        int rc = import_spm_vocab(name, toks, &rep, &st);
+        CHECK_ERR(rc, st, "token 6 is not valid UTF-8");
+        snprintf(name, sizeof name, "bad-utf8-%zu-out", i);
+        CHECK(leftovers(name) == 0, "a refused vocabulary leaves no folder behind (%s)", name);
+    }
+}
+
+static void test_spm_vocab_only(void) {
+    const char *toks[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "ab", "\xe2\x96\x81" "a", "\xe2\x96\x81" "ab", "<0x0A>"};
+    char out[512];
+    snprintf(out, sizeof out, "%s/spm-out", g_root);
+    clv_status st = {0};
     clv_gguf_import_report rep;
-    int rc = clv_gguf_import(gg, &io, &rep, &st);
+    int rc = import_spm_vocab("spm", toks, &rep, &st);
     CHECK(rc == 0 && rep.tokenizer_only, "vocab-only import: %s", st.msg);
     CHECK(!exists(out, "config.json") && !exists(out, "model.safetensors") && exists(out, "tokenizer.json"),
           "a tokenizer-only folder");
@@ -1070,6 +1095,7 @@ int main(void) {
     test_import_archs();
     test_import_quantised();
     test_spm_vocab_only();
+    test_vocab_not_utf8();
     test_import_errors();
     rm_rf(g_root);
     return check_report("test_gguf");
