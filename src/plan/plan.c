@@ -355,13 +355,13 @@ static void balance(const clv_plan *p, uint64_t *cap_out, const module *m, int n
     }
 }
 
-/* infer_auto_device_map over the flat module list. est (may be NULL) gets,
- * per device, what the pass counted against its budget at its last
- * placement: scratch, what it reserved, what it holds. */
+/* infer_auto_device_map over the flat module list. est gets, per device,
+ * what the pass counted against its budget at its last placement: scratch,
+ * what it reserved, what it holds. */
 static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, int nm, int main_dev, uint64_t scratch,
                           bool compat, bool hold_all_kv, uint64_t *est) {
     uint64_t used[CLV_MAX_DEVICES] = {0};
-    if (est) memset(est, 0, sizeof(uint64_t) * CLV_MAX_DEVICES);
+    memset(est, 0, sizeof(uint64_t) * CLV_MAX_DEVICES);
     int cur = 0;
     for (int i = 0; i < nm; i++) {
         uint64_t reserve_w = 0, kv_rest = 0, size_rest = 0;
@@ -396,13 +396,18 @@ static void assign_greedy(clv_plan *p, const uint64_t *budget, const module *m, 
             uint64_t size = m[i].w + m[i].kv;
             if (avail >= reserve && used[d] + size <= avail - reserve) {
                 used[d] += size;
-                if (est) est[d] = (compat ? 0 : scratch) + reserve + used[d];
+                est[d] = (compat ? 0 : scratch) + reserve + used[d];
                 *module_slot(p, &m[i]) = d;
                 break;
             }
             cur++;
         }
     }
+}
+
+/* what device d holds in all, as the accounting counts it */
+static uint64_t device_need(const clv_plan *p, int d) {
+    return p->weight_bytes[d] + p->kv_bytes[d] + p->scratch_bytes[d] + p->staging_bytes[d];
 }
 
 static int account(clv_plan *p, const module *m, int nm, const clv_module_sizes *ms, bool compat, clv_status *st) {
@@ -438,7 +443,7 @@ static int account(clv_plan *p, const module *m, int nm, const clv_module_sizes 
         p->staging_bytes[e] = staging_for(max_stream);
     }
     for (int d = 0; d < p->n_devices; d++) {
-        uint64_t need = p->weight_bytes[d] + p->kv_bytes[d] + p->scratch_bytes[d] + p->staging_bytes[d];
+        const uint64_t need = device_need(p, d);
         if (need <= p->budget[d]) continue;
         char name[32], a[32], b[32], w[32], kv[32], sc[32], sg[32];
         clv_device_str(&p->devices[d], name, sizeof name);
@@ -633,7 +638,7 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
             if (!account(p, m, nm, ms, false, &again)) return 0;
             bool lowered = false;
             for (int d = 0; round > 0 && d < p->n_devices; d++) {
-                const uint64_t need = p->weight_bytes[d] + p->kv_bytes[d] + p->scratch_bytes[d] + p->staging_bytes[d];
+                const uint64_t need = device_need(p, d);
                 if (need <= p->budget[d] || cap[d] == 0) continue;
                 const uint64_t was = est[d] < cap[d] ? est[d] : cap[d], over = need - p->budget[d];
                 cap[d] = was > over ? was - over : 0;
@@ -688,7 +693,7 @@ void clv_plan_print(const clv_plan *p, FILE *f) {
         clv_size_str(p->kv_bytes[d], kv, sizeof kv);
         clv_size_str(p->scratch_bytes[d], sc, sizeof sc);
         clv_size_str(p->staging_bytes[d], sg, sizeof sg);
-        clv_size_str(p->weight_bytes[d] + p->kv_bytes[d] + p->scratch_bytes[d] + p->staging_bytes[d], a, sizeof a);
+        clv_size_str(device_need(p, d), a, sizeof a);
         if (p->budget[d] == UINT64_MAX) snprintf(b, sizeof b, "-");
         else clv_size_str(p->budget[d], b, sizeof b);
         fprintf(f, "%-8s %12s %12s %12s %12s %12s %12s\n", dev, w, kv, sc, sg, a, b);

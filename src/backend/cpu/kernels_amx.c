@@ -121,7 +121,7 @@ static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <
 /* 16 f32 -> bf16 hi and bf16 residual lo */
 INL void split16(__m512 x, __m256i *hi, __m256i *lo) {
     __m256i h = (__m256i)_mm512_cvtneps_pbh(x);
-    __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    __m512 back = clv_bf16_widen(h);
     *hi = h;
     *lo = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(x, back));
 }
@@ -179,8 +179,7 @@ INL __m512i ld32_f16(const void *w, size_t off, __mmask32 km, __m512i *lo) {
     const __m512 a = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)km, p));
     const __m512 b = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)(km >> 16), p + 16));
     const __m512i hi = (__m512i)_mm512_cvtne2ps_pbh(b, a);
-    const __m512 ha = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
-    const __m512 hb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
+    const __m512 ha = clv_bf16_widen(_mm512_castsi512_si256(hi)), hb = clv_bf16_widen(_mm512_extracti64x4_epi64(hi, 1));
     *lo = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha)); /* exact */
     return hi;
 }
@@ -426,10 +425,6 @@ INL __m512i rows2_bf16(const uint16_t *a, const uint16_t *b, __mmask16 ma, __mma
 INL __m512i rows2_f32(const float *a, const float *b, __mmask16 ma, __mmask16 mb) {
     return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mb, b), _mm512_maskz_loadu_ps(ma, a));
 }
-INL __m512 widen_lo(__m512i x) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(x)), 16)); }
-INL __m512 widen_hi(__m512i x) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(x, 1)), 16));
-}
 
 TGT void clv_amx_attn_tile(const clv_attn_tile *a) {
     const int R = a->R, hd = a->hd, RB = (R + 15) / 16, DS = (hd + 31) / 32, CB = (hd + 15) / 16;
@@ -495,12 +490,7 @@ TGT void clv_amx_attn_tile(const clv_attn_tile *a) {
         }
         /* mask, online softmax; P (rounded) into pA, zero for keys a row does not see */
         int j_lo = nb; /* the first key any row sees: values below it are zeros in vB */
-        for (int r = rb0 * 16; r < ra; r++) { /* rows that see no key of this block, in a row block that does */
-            uint16_t *prow = pA + ((size_t)(r / 16) * 2 * 16 + r % 16) * 32;
-            memset(prow, 0, 64);
-            memset(prow + 512, 0, 64);
-        }
-        for (int r = ra; r < R; r++) {
+        for (int r = rb0 * 16; r < R; r++) { /* from the first row block that sees a key (rows before ra: P = 0) */
             const float *s = S + (size_t)r * 64;
             uint16_t *prow = pA + ((size_t)(r / 16) * 2 * 16 + r % 16) * 32;
             __mmask16 vm[4];
@@ -519,7 +509,8 @@ TGT void clv_amx_attn_tile(const clv_attn_tile *a) {
                 const __m512 p0 = _mm512_maskz_mov_ps(vm[j], clv_exp512(_mm512_sub_ps(sv[j], mv)));
                 const __m512 p1 = _mm512_maskz_mov_ps(vm[j + 1], clv_exp512(_mm512_sub_ps(sv[j + 1], mv)));
                 const __m512i pb = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
-                sum = _mm512_add_ps(sum, _mm512_add_ps(widen_lo(pb), widen_hi(pb)));
+                sum = _mm512_add_ps(sum, _mm512_add_ps(clv_bf16_widen(_mm512_castsi512_si256(pb)),
+                                                       clv_bf16_widen(_mm512_extracti64x4_epi64(pb, 1))));
                 _mm512_store_si512(prow + (size_t)(j / 2) * 512, pb);
             }
             clv_attn_row_advance(a->o + (size_t)r * hd, hd, &mrow[r], &lrow[r], mnew, sum);

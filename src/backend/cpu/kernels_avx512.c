@@ -46,14 +46,8 @@
 
 INL __m512 ld_f32(const float *p) { return _mm512_loadu_ps(p); }
 INL __m512 ldm_f32(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-INL __m512 ld_bf16(const uint16_t *p) {
-    __m256i h = _mm256_loadu_si256((const __m256i *)p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-INL __m512 ldm_bf16(const uint16_t *p, __mmask16 m) {
-    __m256i h = _mm256_maskz_loadu_epi16(m, p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
+INL __m512 ld_bf16(const uint16_t *p) { return clv_bf16_widen(_mm256_loadu_si256((const __m256i *)p)); }
+INL __m512 ldm_bf16(const uint16_t *p, __mmask16 m) { return clv_bf16_widen(_mm256_maskz_loadu_epi16(m, p)); }
 INL __m512 ld_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 INL __m512 ldm_f16(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
 INL __m512 ld_i8(const int8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
@@ -339,13 +333,9 @@ TGT static void gemm(float *y, int ldy, const float *x, const void *w, clv_dtype
 
 /* Cache elements as f32 vectors: f32 as they are, bf16 widened (a shift). */
 INL __m512 kv_ld_f32(const float *p) { return _mm512_loadu_ps(p); }
-INL __m512 kv_ld_bf16(const uint16_t *p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
-}
+INL __m512 kv_ld_bf16(const uint16_t *p) { return ld_bf16(p); }
 INL __m512 kv_ldm_f32(__mmask16 m, const float *p) { return _mm512_maskz_loadu_ps(m, p); }
-INL __m512 kv_ldm_bf16(__mmask16 m, const uint16_t *p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
-}
+INL __m512 kv_ldm_bf16(__mmask16 m, const uint16_t *p) { return ldm_bf16(p, m); }
 
 /* scores s[r][0..64) = q[r] . k for rows r0..r0+RR-1, over the 64 keys of four
  * consecutive 16-position key blocks at kb (clv_kcache_at: element d of the

@@ -32,6 +32,11 @@ __attribute__((target("avx512f"))) static inline __attribute__((always_inline)) 
     for (int i = 0; i < 16; i++) r[i] = t[i];
 }
 
+/* 16 bf16 values as f32 (exact: a shift) */
+__attribute__((target("avx512f"))) static inline __attribute__((always_inline)) __m512 clv_bf16_widen(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 /* exp(x) for f32 lanes: x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor on r
  * (truncation 5e-9 relative), 2^n by scalef. Inputs clamped to [-87, 88]:
  * callers mask what must be exactly zero. */
