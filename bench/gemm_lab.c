@@ -6,23 +6,57 @@
  * the prompt's attention on the tiles too).
  *
  * Build: make -C bench gemm_lab
- * Usage: build/bench/gemm_lab [-T 512] [-t THREADS] [-r REPS] [-l LEVELS] (LEVELS: amx,amx-bf16,avx512) */
+ * -m DIR also times every layer's seven matmuls of a Llama checkpoint (1.1B
+ * shapes), its weights used in place as the engine uses them: at small T the
+ * AMX levels are bound by reading and repacking the weights, and the GB/s
+ * column (weight bytes / time) shows how close that is to memory bandwidth.
+ *
+ * Usage: build/bench/gemm_lab [-T 512] [-t THREADS] [-r REPS] [-l LEVELS] [-m DIR]
+ * (LEVELS: amx,amx-bf16,avx512) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/kernels.h"
+#include "format/safetensors.h"
 #include "util/util.h"
 
 int main(int argc, char **argv) {
     int T = 512, nth = 2, reps = 3;
-    const char *levels = "amx,amx-bf16,avx512";
+    const char *levels = "amx,amx-bf16,avx512", *model = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-T")) T = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-t")) nth = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-r")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-l")) levels = argv[i + 1];
+        else if (!strcmp(argv[i], "-m")) model = argv[i + 1];
+    }
+    clv_st_set set = {0};
+    enum { MAX_MODEL_MATS = 7 * 64 };
+    clv_mat mm[MAX_MODEL_MATS];
+    int n_mm = 0;
+    double mm_bytes = 0;
+    if (model) {
+        clv_status st = {0};
+        if (clv_st_open_dir(&set, model, &st)) return fprintf(stderr, "%s\n", st.msg), 1;
+        static const char *names[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                       "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+        for (int l = 0; n_mm + 7 <= MAX_MODEL_MATS; l++) {
+            const clv_st_tensor *t = NULL;
+            for (int i = 0; i < 7; i++) {
+                char name[128];
+                snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, names[i]);
+                if (!(t = clv_st_find(&set, name))) break;
+                if (t->dtype != CLV_DT_BF16 || t->shape[1] > 5632 || t->shape[0] > 5632)
+                    return fprintf(stderr, "%s: want bf16 and at most 5632 x 5632\n", name), 1;
+                mm[n_mm + i] = (clv_mat){clv_st_data(&set, t), CLV_DT_BF16, (int)t->shape[0], (int)t->shape[1], NULL};
+                mm_bytes += 2.0 * t->shape[0] * t->shape[1];
+            }
+            if (!t) break;
+            n_mm += 7;
+        }
+        if (!n_mm) return fprintf(stderr, "%s: no model.layers.0 q/k/v/o/gate/up/down weights\n", model), 1;
     }
     const struct { const char *name; int N, K; } shapes[] = {
         {"q/o  2048x2048", 2048, 2048}, {"k/v   256x2048", 256, 2048}, {"gate 5632x2048", 5632, 2048},
@@ -56,6 +90,17 @@ int main(int argc, char **argv) {
             }
             printf("%-8s %s  %8.2f ms  %7.1f GFLOP/s\n", lv, shapes[s].name, best * 1e3,
                    2.0 * T * shapes[s].N * shapes[s].K / best / 1e9);
+        }
+        if (n_mm) { /* the checkpoint's matmuls, layer after layer */
+            double best = 1e30;
+            for (int rep = 0; rep < reps + 1; rep++) {
+                double t0 = clv_now();
+                for (int i = 0; i < n_mm; i++) b->ops->matmul(b, y, x, &mm[i], NULL, T);
+                double dt = clv_now() - t0;
+                if (rep && dt < best) best = dt;
+            }
+            printf("%-8s model: %d layers' matmuls  %8.2f ms  %7.2f GB/s of weights\n", lv, n_mm / 7, best * 1e3,
+                   mm_bytes / best / 1e9);
         }
         /* attention over a T-token prompt, 32 heads / 4 kv heads, head_dim 64 */
         const int nh = 32, nkv = 4, hd = 64;

@@ -20,6 +20,7 @@
  * madvises the mapping MADV_HUGEPAGE. */
 #include <immintrin.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,13 +168,15 @@ static const struct {
     const char *name;
     gemv_fn fn;
     int rows; /* rows per step: each thread's share is a multiple of it */
+    int chunks; /* 0: one contiguous share per thread; C: C pieces per thread from a counter */
 } k_variants[] = {
-    {"v0 engine", v0_engine, 16},    {"v1 rows4", v1_rows4, 4},       {"v2 rows8", v2_rows8, 8},
-    {"v3 rows16", v3_rows16, 16},    {"v4 eo8", v4_eo8, 8},           {"v5 eo16", v5_eo16, 16},
-    {"v6 eo8+pf1k", v6_eo8_pf, 8},   {"v7 eo4+pf2k", v7_eo4_pf, 4},   {"v8 eo16+pf512", v8_eo16_pf, 16},
-    {"v9 dpbf16 hi/lo", v9_dpbf16, 8},   {"v10 eo8 strided", v10_eo8_str, 8}, {"v11 eo16 strided", v11_eo16_str, 8},
-    {"v12 eo4 strided", v12_eo4_str, 8},  {"v13 eo4 str+pf2k", v13_eo4_str_pf2k, 8},
-    {"v14 eo8 str+pf2k", v14_eo8_str_pf2k, 8}, {"v15 eo4 str+pf4k", v15_eo4_str_pf4k, 8}, {"v16 eo6 strided", v16_eo6_str, 8},
+    {"v0 engine", v0_engine, 16, 0},    {"v1 rows4", v1_rows4, 4, 0},       {"v2 rows8", v2_rows8, 8, 0},
+    {"v3 rows16", v3_rows16, 16, 0},    {"v4 eo8", v4_eo8, 8, 0},           {"v5 eo16", v5_eo16, 16, 0},
+    {"v6 eo8+pf1k", v6_eo8_pf, 8, 0},   {"v7 eo4+pf2k", v7_eo4_pf, 4, 0},   {"v8 eo16+pf512", v8_eo16_pf, 16, 0},
+    {"v9 dpbf16 hi/lo", v9_dpbf16, 8, 0},   {"v10 eo8 strided", v10_eo8_str, 8, 0}, {"v11 eo16 strided", v11_eo16_str, 8, 0},
+    {"v12 eo4 strided", v12_eo4_str, 8, 0},  {"v13 eo4 str+pf2k", v13_eo4_str_pf2k, 8, 0},
+    {"v14 eo8 str+pf2k", v14_eo8_str_pf2k, 8, 0}, {"v15 eo4 str+pf4k", v15_eo4_str_pf4k, 8, 0}, {"v16 eo6 strided", v16_eo6_str, 8, 0},
+    {"v17 engine dyn2", v0_engine, 16, 2}, {"v18 engine dyn4", v0_engine, 16, 4}, {"v19 engine dyn8", v0_engine, 16, 8},
 };
 #define N_VARIANTS ((int)(sizeof k_variants / sizeof k_variants[0]))
 
@@ -189,12 +192,21 @@ typedef struct {
 
 typedef struct {
     gemv_fn fn;
-    int rows;
+    int rows, chunks;
     const mat *m;
+    _Atomic int next;
 } job;
 
 static void task(void *ctx, int ith, int nth) {
-    const job *j = ctx;
+    job *j = ctx;
+    if (j->chunks) { /* pieces handed out through a counter */
+        const int units = j->m->N / j->rows, P = nth * j->chunks;
+        for (int p; (p = atomic_fetch_add(&j->next, 1)) < P;) {
+            int u0 = (int)((long)units * p / P), u1 = (int)((long)units * (p + 1) / P);
+            if (u0 < u1) j->fn(j->m->y, j->m->x, j->m->xe, j->m->xh, j->m->w, j->m->K, u0 * j->rows, u1 * j->rows);
+        }
+        return;
+    }
     int units = j->m->N / j->rows, per = units / nth, extra = units % nth;
     int u0 = ith * per + (ith < extra ? ith : extra), u1 = u0 + per + (ith < extra);
     if (u0 < u1) j->fn(j->m->y, j->m->x, j->m->xe, j->m->xh, j->m->w, j->m->K, u0 * j->rows, u1 * j->rows);
@@ -352,7 +364,7 @@ int main(int argc, char **argv) {
                 if (!on[v]) continue;
                 double t0 = clv_now();
                 for (int i = 0; i < nm; i++) {
-                    job j = {k_variants[v].fn, k_variants[v].rows, &ms[i]};
+                    job j = {k_variants[v].fn, k_variants[v].rows, k_variants[v].chunks, &ms[i], 0};
                     clv_pool_run(p, task, &j);
                 }
                 double dt = clv_now() - t0;

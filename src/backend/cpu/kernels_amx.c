@@ -184,35 +184,76 @@ INL __m512i ld32_f16(const void *w, size_t off, __mmask32 km, __m512i *lo) {
     return hi;
 }
 
+/* One VNNI tile from 16 whole rows of 32 16-bit elements (row j at w + j * K):
+ * dst row kp = dword kp of rows 0..15. The 128-bit lane shuffles of a plain
+ * 16 x 16 transpose are done by the loads instead: vector 4q + c gathers
+ * dwords 4c..4c+3 of rows q, q + 4, q + 8, q + 12 (one per lane), and a 4 x 4
+ * transpose inside the lanes of vectors c, 4 + c, 8 + c, 12 + c leaves dword
+ * 4c + e of rows 4L..4L+3 in lane L. 32 shuffles instead of 64, on the one
+ * port that runs them. */
+INL void repack_tile16(uint16_t *dst, const uint16_t *w, size_t K) {
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m512i a[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            const uint16_t *p = w + (size_t)q * K + 8 * c;
+            __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p + 4 * K)), 1);
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p + 8 * K)), 2);
+            a[q] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p + 12 * K)), 3);
+        }
+        const __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
+        const __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
+        _mm512_store_si512((__m512i *)(dst + (4 * c + 0) * 32), _mm512_unpacklo_epi64(t0, t2));
+        _mm512_store_si512((__m512i *)(dst + (4 * c + 1) * 32), _mm512_unpackhi_epi64(t0, t2));
+        _mm512_store_si512((__m512i *)(dst + (4 * c + 2) * 32), _mm512_unpacklo_epi64(t1, t3));
+        _mm512_store_si512((__m512i *)(dst + (4 * c + 3) * 32), _mm512_unpackhi_epi64(t1, t3));
+    }
+}
+
 /* Weight rows n .. n+nc-1 (nc <= 16 nt), k steps ks0 .. ks0+kcs-1, into the
  * VNNI tile order: [k step][nt column tiles][16 k pairs][16 columns][2], and
- * for f16 (two) the lo tiles after the hi ones in each k step. */
-#define DEFINE_REPACK(NAME, LD32, TWO)                                                                \
-    TGT static void NAME(uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs, int nt) {   \
-        for (int ks = ks0; ks < ks0 + kcs; ks++) {                                                    \
-            const int k = ks * 32;                                                                    \
-            const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);      \
-            for (int jt = 0; jt < nt; jt++) {                                                         \
-                __m512i r[16], l[16];                                                                 \
-                for (int j = 0; j < 16; j++) {                                                        \
-                    const int col = jt * 16 + j;                                                      \
-                    l[j] = _mm512_setzero_si512();                                                    \
+ * for f16 (two) the lo tiles after the hi ones in each k step. One column
+ * tile's 16 rows at a time, along k (16 streams: ~5% faster than walking all
+ * nt tiles' rows per k step). FAST: whole tiles of 16-bit weights (bf16, f16)
+ * by repack_tile16, f16 converted after it (elementwise, so the order holds). */
+#define DEFINE_REPACK(NAME, LD32, TWO, FAST)                                                           \
+    TGT static void NAME(uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs, int nt) { \
+        for (int jt = 0; jt < nt; jt++)                                                                \
+            for (int ks = ks0; ks < ks0 + kcs; ks++) {                                                 \
+                const int k = ks * 32;                                                                 \
+                const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);   \
+                uint16_t *dst = bp + ((size_t)(ks - ks0) * (TWO ? 2 : 1) * nt + jt) * 512;             \
+                if (FAST && K - k >= 32 && nc >= jt * 16 + 16) {                                       \
+                    repack_tile16(dst, (const uint16_t *)w + (size_t)(n + jt * 16) * K + k, (size_t)K);    \
+                    if (TWO) /* f16 pairs moved as they are; now each becomes hi and lo in place */     \
+                        for (int kp = 0; kp < 16; kp++) {                                              \
+                            __m512i lo;                                                                \
+                            const __m512i hi = LD32(dst, (size_t)kp * 32, ~(__mmask32)0, &lo);         \
+                            _mm512_store_si512((__m512i *)(dst + kp * 32), hi);                        \
+                            _mm512_store_si512((__m512i *)(dst + (size_t)nt * 512 + kp * 32), lo);     \
+                        }                                                                              \
+                    continue;                                                                          \
+                }                                                                                      \
+                __m512i r[16], l[16];                                                                  \
+                for (int j = 0; j < 16; j++) {                                                         \
+                    const int col = jt * 16 + j;                                                       \
+                    l[j] = _mm512_setzero_si512();                                                     \
                     r[j] = col < nc ? LD32(w, (size_t)(n + col) * K + k, km, &l[j]) : _mm512_setzero_si512(); \
-                }                                                                                     \
-                uint16_t *dst = bp + ((size_t)(ks - ks0) * (TWO ? 2 : 1) * nt + jt) * 512;            \
-                clv_transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */                 \
-                for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]);  \
-                if (TWO) {                                                                            \
-                    clv_transpose16(l);                                                               \
-                    for (int kp = 0; kp < 16; kp++)                                                   \
-                        _mm512_store_si512((__m512i *)(dst + (size_t)nt * 512 + kp * 32), l[kp]);     \
-                }                                                                                     \
-            }                                                                                         \
-        }                                                                                             \
+                }                                                                                      \
+                clv_transpose16(r); /* r[kp] = dword kp (k pair) of the 16 columns */                  \
+                for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]);   \
+                if (TWO) {                                                                             \
+                    clv_transpose16(l);                                                                \
+                    for (int kp = 0; kp < 16; kp++)                                                    \
+                        _mm512_store_si512((__m512i *)(dst + (size_t)nt * 512 + kp * 32), l[kp]);      \
+                }                                                                                      \
+            }                                                                                          \
     }
-DEFINE_REPACK(repack_bf16, ld32_bf16, 0)
-DEFINE_REPACK(repack_i8, ld32_i8, 0)
-DEFINE_REPACK(repack_f16, ld32_f16, 1)
+DEFINE_REPACK(repack_bf16, ld32_bf16, 0, 1)
+DEFINE_REPACK(repack_i8, ld32_i8, 0, 0)
+DEFINE_REPACK(repack_f16, ld32_f16, 1, 1)
 
 TGT static void repack(clv_dtype dt, uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs, int nt) {
     (dt == CLV_DT_I8 ? repack_i8 : dt == CLV_DT_F16 ? repack_f16 : repack_bf16)(bp, w, K, n, nc, ks0, kcs, nt);
