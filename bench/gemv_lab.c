@@ -168,7 +168,8 @@ static const struct {
     const char *name;
     gemv_fn fn;
     int rows; /* rows per step: each thread's share is a multiple of it */
-    int chunks; /* 0: one contiguous share per thread; C: C pieces per thread from a counter */
+    int chunks; /* 0: one contiguous share per thread; C: C pieces per thread from a counter;
+                 * -1: as 0, with a layer's q k v (and gate up) in one dispatch */
 } k_variants[] = {
     {"v0 engine", v0_engine, 16, 0},    {"v1 rows4", v1_rows4, 4, 0},       {"v2 rows8", v2_rows8, 8, 0},
     {"v3 rows16", v3_rows16, 16, 0},    {"v4 eo8", v4_eo8, 8, 0},           {"v5 eo16", v5_eo16, 16, 0},
@@ -177,6 +178,7 @@ static const struct {
     {"v12 eo4 strided", v12_eo4_str, 8, 0},  {"v13 eo4 str+pf2k", v13_eo4_str_pf2k, 8, 0},
     {"v14 eo8 str+pf2k", v14_eo8_str_pf2k, 8, 0}, {"v15 eo4 str+pf4k", v15_eo4_str_pf4k, 8, 0}, {"v16 eo6 strided", v16_eo6_str, 8, 0},
     {"v17 engine dyn2", v0_engine, 16, 2}, {"v18 engine dyn4", v0_engine, 16, 4}, {"v19 engine dyn8", v0_engine, 16, 8},
+    {"v20 engine fused", v0_engine, 16, -1},
 };
 #define N_VARIANTS ((int)(sizeof k_variants / sizeof k_variants[0]))
 
@@ -195,11 +197,22 @@ typedef struct {
     int rows, chunks;
     const mat *m;
     _Atomic int next;
+    int nmat; /* chunks < 0: matrices m[0..nmat-1] in one dispatch, each split as usual */
 } job;
+
+static void task(void *ctx, int ith, int nth);
+
+static void task_fused(void *ctx, int ith, int nth) {
+    job *j = ctx;
+    for (int i = 0; i < j->nmat; i++) {
+        job one = {j->fn, j->rows, 0, &j->m[i], 0, 1};
+        task(&one, ith, nth);
+    }
+}
 
 static void task(void *ctx, int ith, int nth) {
     job *j = ctx;
-    if (j->chunks) { /* pieces handed out through a counter */
+    if (j->chunks > 0) { /* pieces handed out through a counter */
         const int units = j->m->N / j->rows, P = nth * j->chunks;
         for (int p; (p = atomic_fetch_add(&j->next, 1)) < P;) {
             int u0 = (int)((long)units * p / P), u1 = (int)((long)units * (p + 1) / P);
@@ -363,9 +376,12 @@ int main(int argc, char **argv) {
             for (int v = 0; v < N_VARIANTS; v++) {
                 if (!on[v]) continue;
                 double t0 = clv_now();
-                for (int i = 0; i < nm; i++) {
-                    job j = {k_variants[v].fn, k_variants[v].rows, k_variants[v].chunks, &ms[i], 0};
-                    clv_pool_run(p, task, &j);
+                for (int i = 0; i < nm;) {
+                    /* fused (chunks < 0): q k v in one dispatch, gate up in one, as they share their input */
+                    const int n = k_variants[v].chunks >= 0 ? 1 : i % 7 == 0 ? 3 : i % 7 == 4 ? 2 : 1;
+                    job j = {k_variants[v].fn, k_variants[v].rows, k_variants[v].chunks, &ms[i], 0, n};
+                    clv_pool_run(p, n > 1 ? task_fused : task, &j);
+                    i += n;
                 }
                 double dt = clv_now() - t0;
                 if (dt < best[v][t - 1]) best[v][t - 1] = dt;
