@@ -184,6 +184,15 @@ INL __m512i ld32_f16(const void *w, size_t off, __mmask32 km, __m512i *lo) {
     return hi;
 }
 
+/* 16 bytes from each of p, p + step, p + 2 step, p + 3 step, lanes 0..3 */
+INL __m512i load_rows4(const void *p, size_t step) {
+    const char *b = p;
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)b));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + step)), 1);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + 2 * step)), 2);
+    return _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + 3 * step)), 3);
+}
+
 /* One VNNI tile from 16 whole rows of 32 16-bit elements (row j at w + j * K):
  * dst row kp = dword kp of rows 0..15. The 128-bit lane shuffles of a plain
  * 16 x 16 transpose are done by the loads instead: vector 4q + c gathers
@@ -196,13 +205,7 @@ INL void repack_tile16(uint16_t *dst, const uint16_t *w, size_t K) {
     for (int c = 0; c < 4; c++) {
         __m512i a[4];
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) {
-            const uint16_t *p = w + (size_t)q * K + 8 * c;
-            __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p));
-            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p + 4 * K)), 1);
-            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p + 8 * K)), 2);
-            a[q] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(p + 12 * K)), 3);
-        }
+        for (int q = 0; q < 4; q++) a[q] = load_rows4(w + (size_t)q * K + 8 * c, 8 * K);
         const __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
         const __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
         _mm512_store_si512((__m512i *)(dst + (4 * c + 0) * 32), _mm512_unpacklo_epi64(t0, t2));
@@ -212,12 +215,39 @@ INL void repack_tile16(uint16_t *dst, const uint16_t *w, size_t K) {
     }
 }
 
+/* The same from 16 whole int8 rows of 32 (row j at w + j * K): the rows'
+ * 16-bit pairs (k, k + 1) are transposed as above, in 16-byte chunks of 8
+ * pairs (two per row), then each tile row's 32 int8 are widened to bf16 in
+ * place (exact: |q| <= 127), which keeps their order. After the 16- and
+ * 32-bit unpacks, lane L of u holds pair p of rows 4L..4L+3 in its low
+ * 64 bits and pair p + 1 in its high 64; one qword permute puts pair p of
+ * all 16 rows in the low 256 bits and pair p + 1 in the high. */
+INL void repack_tile_i8(uint16_t *dst, const int8_t *w, size_t K) {
+    _Alignas(64) int8_t tp[16][32]; /* [pair][row][2] */
+    const __m512i idx = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+#pragma GCC unroll 2
+    for (int c = 0; c < 2; c++) {
+        __m512i a[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) a[q] = load_rows4(w + (size_t)q * K + 16 * c, 4 * K);
+        const __m512i t0 = _mm512_unpacklo_epi16(a[0], a[1]), t1 = _mm512_unpackhi_epi16(a[0], a[1]);
+        const __m512i t2 = _mm512_unpacklo_epi16(a[2], a[3]), t3 = _mm512_unpackhi_epi16(a[2], a[3]);
+        const __m512i u[4] = {_mm512_unpacklo_epi32(t0, t2), _mm512_unpackhi_epi32(t0, t2), _mm512_unpacklo_epi32(t1, t3),
+                              _mm512_unpackhi_epi32(t1, t3)};
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) _mm512_store_si512((__m512i *)tp[8 * c + 2 * i], _mm512_permutexvar_epi64(idx, u[i]));
+    }
+#pragma GCC unroll 16
+    for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), ld32_i8(tp[kp], 0, ~(__mmask32)0, NULL));
+}
+
 /* Weight rows n .. n+nc-1 (nc <= 16 nt), k steps ks0 .. ks0+kcs-1, into the
  * VNNI tile order: [k step][nt column tiles][16 k pairs][16 columns][2], and
  * for f16 (two) the lo tiles after the hi ones in each k step. One column
  * tile's 16 rows at a time, along k (16 streams: ~5% faster than walking all
- * nt tiles' rows per k step). FAST: whole tiles of 16-bit weights (bf16, f16)
- * by repack_tile16, f16 converted after it (elementwise, so the order holds). */
+ * nt tiles' rows per k step). Whole tiles take a shorter path (FAST): 1, of
+ * 16-bit weights (bf16, f16) by repack_tile16, f16 converted after it
+ * (elementwise, so the order holds); 2, of int8 by repack_tile_i8. */
 #define DEFINE_REPACK(NAME, LD32, TWO, FAST)                                                           \
     TGT static void NAME(uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs, int nt) { \
         for (int jt = 0; jt < nt; jt++)                                                                \
@@ -225,7 +255,11 @@ INL void repack_tile16(uint16_t *dst, const uint16_t *w, size_t K) {
                 const int k = ks * 32;                                                                 \
                 const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);   \
                 uint16_t *dst = bp + ((size_t)(ks - ks0) * (TWO ? 2 : 1) * nt + jt) * 512;             \
-                if (FAST && K - k >= 32 && nc >= jt * 16 + 16) {                                       \
+                if (FAST == 2 && K - k >= 32 && nc >= jt * 16 + 16) {                                  \
+                    repack_tile_i8(dst, (const int8_t *)w + (size_t)(n + jt * 16) * K + k, (size_t)K);     \
+                    continue;                                                                          \
+                }                                                                                      \
+                if (FAST == 1 && K - k >= 32 && nc >= jt * 16 + 16) {                                  \
                     repack_tile16(dst, (const uint16_t *)w + (size_t)(n + jt * 16) * K + k, (size_t)K);    \
                     if (TWO) /* f16 pairs moved as they are; now each becomes hi and lo in place */     \
                         for (int kp = 0; kp < 16; kp++) {                                              \
@@ -252,7 +286,7 @@ INL void repack_tile16(uint16_t *dst, const uint16_t *w, size_t K) {
             }                                                                                          \
     }
 DEFINE_REPACK(repack_bf16, ld32_bf16, 0, 1)
-DEFINE_REPACK(repack_i8, ld32_i8, 0, 0)
+DEFINE_REPACK(repack_i8, ld32_i8, 0, 2)
 DEFINE_REPACK(repack_f16, ld32_f16, 1, 1)
 
 TGT static void repack(clv_dtype dt, uint16_t *bp, const void *w, int K, int n, int nc, int ks0, int kcs, int nt) {
