@@ -27,8 +27,8 @@
  *   B, repacked per panel (split: 48 columns, one pass: 32) and 1024-k block
  *      (f16: 512) into the caller's work buffer: [32-k step][column tiles]
  *      [16 k pairs][16 columns][2] bf16 — the "VNNI" order tdpbf16ps wants,
- *      made by a 16x16 dword transpose; f16's lo tiles follow its hi tiles
- *      in each k step.
+ *      made by a 16x16 transpose of the rows' (k, k + 1) pairs; f16's lo
+ *      tiles follow its hi tiles in each k step.
  *   C: the accumulator tiles (split: 16 tokens x 48 columns, one pass:
  *      32 x 32), kept in y between k blocks when the block is whole, else
  *      staged.
@@ -38,8 +38,9 @@
  * Tiles, split: tmm0..2 = C, tmm3/4 = A hi/lo, tmm5..7 = B; per 32-k step
  * 5 tile loads, 6 tdpbf16ps (f16: 8 and 9). One pass: tmm0..3 = C, tmm4/5 =
  * A, tmm6/7 = B; 4 loads, 4 tdpbf16ps (f16: 6 and 8). The weights are
- * repacked on the fly (about a tenth of the time at T = 512); packing them
- * once at load would remove that.
+ * repacked on the fly: a few percent of the time at T = 512, most of it for
+ * short prompts, which read the weights at about half of decode's bandwidth
+ * (bench/README.md, "Weight repacking for the tiles").
  */
 #include <cpuid.h>
 #include <immintrin.h>
