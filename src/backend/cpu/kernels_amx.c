@@ -256,12 +256,10 @@ INL void repack_tile_i8(uint16_t *dst, const int8_t *w, size_t K) {
                 const int k = ks * 32;                                                                 \
                 const __mmask32 km = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);   \
                 uint16_t *dst = bp + ((size_t)(ks - ks0) * (TWO ? 2 : 1) * nt + jt) * 512;             \
-                if (FAST == 2 && K - k >= 32 && nc >= jt * 16 + 16) {                                  \
-                    repack_tile_i8(dst, (const int8_t *)w + (size_t)(n + jt * 16) * K + k, (size_t)K);     \
-                    continue;                                                                          \
-                }                                                                                      \
-                if (FAST == 1 && K - k >= 32 && nc >= jt * 16 + 16) {                                  \
-                    repack_tile16(dst, (const uint16_t *)w + (size_t)(n + jt * 16) * K + k, (size_t)K);    \
+                if (FAST && K - k >= 32 && nc >= jt * 16 + 16) {                                       \
+                    const size_t off = (size_t)(n + jt * 16) * K + k;                                  \
+                    if (FAST == 2) repack_tile_i8(dst, (const int8_t *)w + off, (size_t)K);            \
+                    else repack_tile16(dst, (const uint16_t *)w + off, (size_t)K);                     \
                     if (TWO) /* f16 pairs moved as they are; now each becomes hi and lo in place */     \
                         for (int kp = 0; kp < 16; kp++) {                                              \
                             __m512i lo;                                                                \
