@@ -914,7 +914,6 @@ static void test_import_quantised(void) {
     free(text);
 }
 
-/* SentencePiece-style vocabulary without merges: rebuilt like transformers' generate_merges. */
 /* Imports a vocabulary-only GGUF (SentencePiece-style) of the ten tokens
  * toks into g_root/NAME-out. */
 static int import_spm_vocab(const char *name, const char *const toks[10], clv_gguf_import_report *rep, clv_status *st) {
@@ -962,6 +961,7 @@ static void test_vocab_not_utf8(void) {
     }
 }
 
+/* SentencePiece-style vocabulary without merges: rebuilt like transformers' generate_merges. */
 static void test_spm_vocab_only(void) {
     const char *toks[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "ab", "\xe2\x96\x81" "a", "\xe2\x96\x81" "ab", "<0x0A>"};
     char out[512];
