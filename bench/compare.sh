@@ -20,14 +20,17 @@
 # before each measurement (shared machines: see bench/README.md).
 #
 # The share of bandwidth is tg x (bytes of weights read per token, as cleave
-# counts them: every matrix plus one embedding row) / stream's best read GB/s.
+# counts them: every matrix plus one embedding row) / stream's best read GB/s
+# with as many threads, measured right before that row's engine runs (a shared
+# host's bandwidth drifts from minute to minute; the BW column shows the value
+# each row is divided by).
 # cleave runs twice: as it is by default (a prompt's activations split into
 # bf16 hi + lo, f32-level accuracy) and as "cleave-bf16pp" with
 # --prefill-precision bf16 (rounded to bf16 like the peers' bf16 paths).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 1 && $1 != -h && $1 != --help ]] || usage
 MODEL=$(cd "$1" && pwd); shift
 THREADS="1 2" PP=512 TG=128 REPS=3
@@ -56,18 +59,20 @@ declare -A ROW # ROW[engine,threads] = "pp tg"
 BYTES=$("$CLEAVE" bench -m "$MODEL" -p 1 -n 1 -r 1 -t 1 --json | python3 -c "import json,sys; print(json.load(sys.stdin)['decode_bytes_per_token'])")
 
 # ---- bandwidth limit --------------------------------------------------------------
+# bw_now ENGINE T: stream's best read GB/s with T threads, now, as BW[ENGINE,T]
 declare -A BW
-maxth=$(for t in $THREADS; do echo "$t"; done | sort -n | tail -1)
-wait_idle
-bwline=$("$STREAM" -t "$maxth" -n 5 | grep '^read_bw_gbs')
-for t in $THREADS; do BW[$t]=$(sed -n "s/.*threads=$t \([0-9.]*\).*/\1/p" <<<"$bwline"); done
-log "stream: $bwline"
+bw_now() {
+    BW[$1,$2]=$("$STREAM" -t "$2" -n 5 | sed -n "s/^read_bw_gbs.*threads=$2 \([0-9.]*\).*/\1/p")
+    [[ -n ${BW[$1,$2]} ]] || { log "bench/stream printed no read_bw_gbs line for $2 thread(s)"; exit 1; }
+    log "stream, $2 thread(s), before $1: ${BW[$1,$2]} GB/s"
+}
 
 # ---- cleave -------------------------------------------------------------------------
 # as it is, and with a prompt's activations rounded to bf16 as the peers do
 for t in $THREADS; do
     for row in "cleave|f32" "cleave-bf16pp|bf16"; do
         wait_idle
+        bw_now "${row%|*}" "$t"
         j=$("$CLEAVE" bench -m "$MODEL" -p "$PP" -n "$TG" -t "$t" -r "$REPS" --json --prefill-precision "${row#*|}")
         ROW[${row%|*},$t]=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['pp_tok_s'], d['tg_tok_s'])" "$j")
         ISA=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['isa'])" "$j")
@@ -104,6 +109,7 @@ if [[ -n ${LLAMA_BENCH:-} && -n ${LLAMA_CPP_DIR:-} ]]; then
     if [[ $lb_help == *--n-depth* ]]; then DEPTH=(-d "$PP"); DEPTH_NOTE="tg after $PP tokens (-d $PP)"; fi
     for t in $THREADS; do
         wait_idle
+        bw_now llama.cpp "$t"
         { "$LLAMA_BENCH" -m "$GGUF" -p "$PP" -n 0 -t "$t" -r "$REPS" -o json >"$WORK/llama-pp.json" &&
           "$LLAMA_BENCH" -m "$GGUF" -p 0 -n "$TG" "${DEPTH[@]}" -t "$t" -r "$REPS" -o json >"$WORK/llama-tg.json"; } 2>"$WORK/llama.err" ||
             { log "llama-bench failed, see $WORK/llama.err"; exit 1; }
@@ -127,6 +133,7 @@ HF_NOTE="not run"
 if "$HF_VENV/bin/python" -c "import torch, transformers" 2>/dev/null; then
     for t in $THREADS; do
         wait_idle
+        bw_now transformers "$t"
         ROW[transformers,$t]=$("$HF_VENV/bin/python" - "$MODEL" "$PP" "$TG" "$t" <<'PY'
 import sys, time, torch, transformers
 model_dir, pp, tg, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -155,10 +162,12 @@ echo
 echo "model: $MODEL ($(python3 -c "print(f'{$BYTES/1e6:.1f}')") MB of weights read per generated token)"
 echo "date: $(date -u +%Y-%m-%d), cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cpus"
 echo "cleave $CLEAVE_COMMIT ($ISA kernels); $LLAMA_NOTE; $HF_NOTE"
-echo "stream read bandwidth: $(for t in $THREADS; do printf '%s thread(s) %s GB/s  ' "$t" "${BW[$t]}"; done)"
+echo "stream read bandwidth, measured before each row: $(for t in $THREADS; do printf '%s thread(s) %s-%s GB/s  ' "$t" \
+    "$(for k in "${!BW[@]}"; do [[ $k == *,$t ]] && echo "${BW[$k]}"; done | sort -g | head -1)" \
+    "$(for k in "${!BW[@]}"; do [[ $k == *,$t ]] && echo "${BW[$k]}"; done | sort -g | tail -1)"; done)"
 echo
-printf '| %-14s | %7s | %10s | %10s | %12s | %12s |\n' engine threads "pp$PP t/s" "tg$TG t/s" "tg GB/s" "tg % of BW"
-printf '|%s|%s|%s|%s|%s|%s|\n' ---------------- ---------: ------------: ------------: --------------: --------------:
+printf '| %-14s | %7s | %10s | %10s | %12s | %8s | %12s |\n' engine threads "pp$PP t/s" "tg$TG t/s" "tg GB/s" "BW GB/s" "tg % of BW"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------- ---------: ------------: ------------: --------------: ----------: --------------:
 for e in cleave cleave-bf16pp llama.cpp transformers; do
     for t in $THREADS; do
         [[ -n ${ROW[$e,$t]:-} ]] || continue
@@ -167,6 +176,6 @@ for e in cleave cleave-bf16pp llama.cpp transformers; do
 import sys
 e, t, pp, tg, by, bw = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
 gbs = tg * by / 1e9
-print('| %-14s | %7s | %10.2f | %10.2f | %12.2f | %11.0f%% |' % (e, t, pp, tg, gbs, 100 * gbs / bw))" "$e" "$t" "$pp" "$tg" "$BYTES" "${BW[$t]}"
+print('| %-14s | %7s | %10.2f | %10.2f | %12.2f | %8.2f | %11.0f%% |' % (e, t, pp, tg, gbs, bw, 100 * gbs / bw))" "$e" "$t" "$pp" "$tg" "$BYTES" "${BW[$e,$t]}"
     done
 done
