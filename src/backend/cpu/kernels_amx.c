@@ -185,39 +185,17 @@ INL __m512i ld32_f16(const void *w, size_t off, __mmask32 km, __m512i *lo) {
     return hi;
 }
 
-/* 16 bytes from each of p, p + step, p + 2 step, p + 3 step, lanes 0..3 */
-INL __m512i load_rows4(const void *p, size_t step) {
-    const char *b = p;
-    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)b));
-    v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + step)), 1);
-    v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + 2 * step)), 2);
-    return _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(b + 3 * step)), 3);
-}
-
 /* One VNNI tile from 16 whole rows of 32 16-bit elements (row j at w + j * K):
- * dst row kp = dword kp of rows 0..15. The 128-bit lane shuffles of a plain
- * 16 x 16 transpose are done by the loads instead: vector 4q + c gathers
- * dwords 4c..4c+3 of rows q, q + 4, q + 8, q + 12 (one per lane), and a 4 x 4
- * transpose inside the lanes of vectors c, 4 + c, 8 + c, 12 + c leaves dword
- * 4c + e of rows 4L..4L+3 in lane L. 32 shuffles instead of 64, on the one
- * port that runs them. */
+ * dst row kp = dword kp (k pair kp) of rows 0..15 (clv_transpose16_rows). */
 INL void repack_tile16(uint16_t *dst, const uint16_t *w, size_t K) {
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++) {
-        __m512i a[4];
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) a[q] = load_rows4(w + (size_t)q * K + 8 * c, 8 * K);
-        const __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
-        const __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
-        _mm512_store_si512((__m512i *)(dst + (4 * c + 0) * 32), _mm512_unpacklo_epi64(t0, t2));
-        _mm512_store_si512((__m512i *)(dst + (4 * c + 1) * 32), _mm512_unpackhi_epi64(t0, t2));
-        _mm512_store_si512((__m512i *)(dst + (4 * c + 2) * 32), _mm512_unpacklo_epi64(t1, t3));
-        _mm512_store_si512((__m512i *)(dst + (4 * c + 3) * 32), _mm512_unpackhi_epi64(t1, t3));
-    }
+    __m512i r[16];
+    clv_transpose16_rows(r, w, 2 * K);
+#pragma GCC unroll 16
+    for (int kp = 0; kp < 16; kp++) _mm512_store_si512((__m512i *)(dst + kp * 32), r[kp]);
 }
 
 /* The same from 16 whole int8 rows of 32 (row j at w + j * K): the rows'
- * 16-bit pairs (k, k + 1) are transposed as above, in 16-byte chunks of 8
+ * 16-bit pairs (k, k + 1) are transposed as clv_transpose16_rows does, in 16-byte chunks of 8
  * pairs (two per row), then each tile row's 32 int8 are widened to bf16 in
  * place (exact: |q| <= 127), which keeps their order. After the 16- and
  * 32-bit unpacks, lane L of u holds pair p of rows 4L..4L+3 in its low
@@ -230,7 +208,7 @@ INL void repack_tile_i8(uint16_t *dst, const int8_t *w, size_t K) {
     for (int c = 0; c < 2; c++) {
         __m512i a[4];
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) a[q] = load_rows4(w + (size_t)q * K + 16 * c, 4 * K);
+        for (int q = 0; q < 4; q++) a[q] = clv_load_rows4(w + (size_t)q * K + 16 * c, 4 * K);
         const __m512i t0 = _mm512_unpacklo_epi16(a[0], a[1]), t1 = _mm512_unpackhi_epi16(a[0], a[1]);
         const __m512i t2 = _mm512_unpacklo_epi16(a[2], a[3]), t3 = _mm512_unpackhi_epi16(a[2], a[3]);
         const __m512i u[4] = {_mm512_unpacklo_epi32(t0, t2), _mm512_unpackhi_epi32(t0, t2), _mm512_unpacklo_epi32(t1, t3),

@@ -237,11 +237,48 @@ static size_t gemm_work_bytes(int K) {
     return sizeof(float) * GEMM_NC * GEMM_KC;
 }
 
-/* bp[k][32] = w[n + j][k0 + k] as f32, for k < kc; zero for j >= nc. */
-#define DEFINE_PACK(NAME, WT, LDM)                                                                 \
+/* Whole blocks of 16 rows (row j at w + j * K), into bp[k][GEMM_NC]'s 16
+ * columns at bp: 16 k of f32, or 32 k of 16-bit weights transposed as k pairs
+ * (dwords) and split into even and odd k. */
+INL void fast_f32(float *bp, const float *w, size_t K) {
+    __m512i r[16];
+    clv_transpose16_rows(r, w, 4 * K);
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; k++) _mm512_store_si512((__m512i *)(bp + k * GEMM_NC), r[k]);
+}
+INL void fast_bf16(float *bp, const uint16_t *w, size_t K) {
+    __m512i r[16];
+    clv_transpose16_rows(r, w, 2 * K);
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+#pragma GCC unroll 16
+    for (int kp = 0; kp < 16; kp++) {
+        _mm512_store_si512((__m512i *)(bp + 2 * kp * GEMM_NC), _mm512_slli_epi32(r[kp], 16));
+        _mm512_store_si512((__m512i *)(bp + (2 * kp + 1) * GEMM_NC), _mm512_and_si512(r[kp], hi));
+    }
+}
+INL void fast_f16(float *bp, const uint16_t *w, size_t K) {
+    __m512i r[16];
+    clv_transpose16_rows(r, w, 2 * K);
+#pragma GCC unroll 16
+    for (int kp = 0; kp < 16; kp++) {
+        _mm512_store_ps(bp + 2 * kp * GEMM_NC, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(r[kp])));
+        _mm512_store_ps(bp + (2 * kp + 1) * GEMM_NC, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(r[kp], 16))));
+    }
+}
+
+INL void no_fast(float *bp, const int8_t *w, size_t K) { (void)bp, (void)w, (void)K; }
+
+/* bp[k][32] = w[n + j][k0 + k] as f32, for k < kc; zero for j >= nc. Whole
+ * blocks of FK k (FAST), the rest 16 k at a time, transposed in registers. */
+#define DEFINE_PACK(NAME, WT, LDM, FAST, FK)                                                       \
     TGT static void NAME(float *bp, const WT *w, int K, int n, int nc, int k0, int kc) {            \
         for (int jg = 0; jg < 2; jg++)                                                              \
-            for (int kb = 0; kb < kc; kb += 16) {                                                   \
+            for (int kb = 0; kb < kc;) {                                                            \
+                if (FK && kc - kb >= FK && nc >= jg * 16 + 16) {                                    \
+                    FAST(bp + (size_t)kb * GEMM_NC + jg * 16, w + (size_t)(n + jg * 16) * K + k0 + kb, (size_t)K); \
+                    kb += FK;                                                                       \
+                    continue;                                                                       \
+                }                                                                                   \
                 const __mmask16 km = mask16(kc - kb);                                               \
                 __m512i r[16];                                                                      \
                 for (int j = 0; j < 16; j++) {                                                      \
@@ -249,16 +286,17 @@ static size_t gemm_work_bytes(int K) {
                     r[j] = row < nc ? _mm512_castps_si512(LDM(w + (size_t)(n + row) * K + k0 + kb, km)) \
                                     : _mm512_setzero_si512();                                       \
                 }                                                                                   \
-                clv_transpose16(r);                                                                     \
+                clv_transpose16(r);                                                                 \
                 const int kk_n = kc - kb < 16 ? kc - kb : 16;                                       \
                 for (int kk = 0; kk < kk_n; kk++)                                                   \
                     _mm512_store_si512((__m512i *)(bp + (size_t)(kb + kk) * GEMM_NC + jg * 16), r[kk]); \
+                kb += 16;                                                                           \
             }                                                                                       \
     }
-DEFINE_PACK(pack_f32, float, ldm_f32)
-DEFINE_PACK(pack_bf16, uint16_t, ldm_bf16)
-DEFINE_PACK(pack_f16, uint16_t, ldm_f16)
-DEFINE_PACK(pack_i8, int8_t, ldm_i8)
+DEFINE_PACK(pack_f32, float, ldm_f32, fast_f32, 16)
+DEFINE_PACK(pack_bf16, uint16_t, ldm_bf16, fast_bf16, 32)
+DEFINE_PACK(pack_f16, uint16_t, ldm_f16, fast_f16, 32)
+DEFINE_PACK(pack_i8, int8_t, ldm_i8, no_fast, 0)
 
 /* y[0..MR)[0..32) (+)= x[0..MR)[0..kc) . bp, columns masked by m0/m1; then
  * times sc[0..32) when sc is given (int8 row scales, on the last k block) */
