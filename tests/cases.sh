@@ -127,13 +127,14 @@ same_seed() {
 }
 run "generate/seed-determinism" same_seed
 
-sampling_limits() { # top-k 1, a tiny top-p and min-p 1 all leave only the argmax
-    local g k p m
+sampling_limits() { # top-k 1, a tiny top-p, min-p 1 and a tiny temperature all leave only the argmax
+    local g k p m t
     g=$(gen_ids -n 10 --greedy --ignore-eos) && k=$(gen_ids -n 10 --top-k 1 --temperature 3 --seed 1 --ignore-eos) &&
         p=$(gen_ids -n 10 --top-p 0.000001 --temperature 3 --seed 2 --ignore-eos) &&
-        m=$(gen_ids -n 10 --min-p 1 --top-k 0 --temperature 3 --seed 3 --ignore-eos) || return 1
-    echo "greedy $g"; echo "top-k1 $k"; echo "top-p  $p"; echo "min-p1 $m"
-    [[ $g == "$k" && $g == "$p" && $g == "$m" ]]
+        m=$(gen_ids -n 10 --min-p 1 --top-k 0 --temperature 3 --seed 3 --ignore-eos) &&
+        t=$(gen_ids -n 10 --temperature 1e-40 --top-k 0 --top-p 1 --seed 4 --ignore-eos) || return 1
+    echo "greedy $g"; echo "top-k1 $k"; echo "top-p  $p"; echo "min-p1 $m"; echo "t=1e-40 $t"
+    [[ $g == "$k" && $g == "$p" && $g == "$m" && $g == "$t" ]]
 }
 run "generate/sampling-limits-equal-greedy" sampling_limits
 
@@ -282,6 +283,9 @@ run "devmap/larger-than-budget-rss" rss_budget
 
 # placement errors: a clear message with the bytes needed and available
 run "devmap/err-budget-too-small" expect_fail "but its budget is" "$CLEAVE" plan -m "$DM" --device-map cpu:0 --max-memory cpu:0=1MB --ctx 8
+run "devmap/err-budget-unused" expect_fail "budget for cpu, which the device map does not use" "$CLEAVE" plan -m "$DM" --device-map cpu:0 --max-memory cpu=1MB --ctx 8
+run "devmap/err-budget-empty-entry" expect_fail "an empty entry" "$CLEAVE" plan -m "$DM" --max-memory cpu:0=1MB,,disk=1GB --ctx 8
+run "devmap/err-empty-value" expect_fail "--device-map: empty value" "$CLEAVE" plan -m "$DM" --device-map ""
 run "devmap/err-unknown-device" expect_fail "unknown device 'gpu:0'" "$CLEAVE" plan -m "$DM" --device-map gpu:0
 run "devmap/err-no-such-core" expect_fail "this machine has cpu:0..cpu:" "$CLEAVE" plan -m "$DM" --device-map cpu:9
 run "devmap/err-no-cuda-device" expect_fail "no CUDA device can be used" "$CLEAVE" plan -m "$DM" --device-map cuda:0
@@ -291,6 +295,19 @@ run "devmap/err-unknown-module" map_err "unknown module 'model.layers.9'" '{"": 
 run "devmap/err-split-layer" map_err "never split" '{"": "cpu", "model.layers.1.mlp": "disk"}'
 run "devmap/err-uncovered" map_err "module model.norm is not covered" '{"model.embed_tokens": "cpu", "model.layers": "cpu", "lm_head": "cpu"}'
 run "devmap/err-bad-json" map_err "not a JSON object" '["cpu"]'
+run "devmap/err-trailing-json" map_err "not a JSON object" '{"": "cpu"} trailing'
+run "devmap/err-duplicate-key" map_err '"model.layers.0" appears twice' '{"": "cpu", "model.layers.0": "cpu", "model.layers.0": "disk"}'
+run "devmap/err-fractional-gpu" map_err "1.5 is not a GPU index" '{"": 1.5}'
+rotary_key() { # transformers writes model.rotary_emb into hf_device_map: no weights, moves nothing
+    local f
+    for f in '{"model.rotary_emb": "disk", "": "cpu:0", "model.layers.1": "cpu:1"}' \
+             '{"": "cpu:0", "model.layers.1": "cpu:1", "model.rotary_emb": "disk"}'; do
+        printf '%s\n' "$f" >"$TMP/rot.json"
+        placement_case "model.layers.1           -> cpu:1" --device-map "$TMP/rot.json" || return 1
+        grep -qF "model.layers.2-5         -> cpu:0" "$TMP/dm-plan.txt" && ! grep -qE -- '-> disk|^disk' "$TMP/dm-plan.txt" || return 1
+    done
+}
+run "devmap/rotary-emb-key" rotary_key
 tied_split() {
     "$CLEAVE" synth --arch llama --hidden 32 --layers 2 --heads 2 --kv-heads 1 --intermediate 48 --vocab 50 --tie --out "$TMP/tied" >/dev/null 2>&1
     printf '{"": "cpu", "lm_head": "disk"}\n' >"$TMP/tied.json"
@@ -440,6 +457,14 @@ run "tp/err-pattern-matches-nothing" tpv_plan "pattern \"model.layers.*.mlp.fc1\
 run "tp/err-strategy-does-not-fit" tpv_plan "model.layers.0.input_layernorm cannot be rowwise" '{"model.layers.*.input_layernorm": "rowwise"}'
 run "tp/err-packed-on-unfused" tpv_plan "not a fused (packed) tensor" '{"model.layers.*.mlp.up_proj": "packed_colwise"}'
 run "tp/err-inconsistent-block" tpv_plan "is not supported" '{"model.layers.*.self_attn.q_proj": "colwise"}'
+run "tp/err-trailing-json" tpv_plan "not a JSON object" '{"model.layers.*.mlp.up_proj": "colwise"} x'
+tp_plan_cmd() { # plan validates a manual tp plan for the --tp it is given
+    printf '{"model.layers.*.input_layernorm": "rowwise"}\n' >"$TMP/bad-tp.json"
+    expect_fail "cannot be rowwise with --tp 2" "$CLEAVE" plan -m "$TPV" --tp 2 --tp-plan "$TMP/bad-tp.json"
+}
+run "tp/err-plan-command-tp-size" tp_plan_cmd
+run "tp/err-too-many-local-ranks" expect_fail "is 65 ranks: at most 64 start on one host" "$CLEAVE" logits -m "$TPV" --ids 1 --out "$TMP/x" --tp 65
+run "tp/err-comm-bench-one-rank" expect_fail "give --tp 2 or more" "$CLEAVE" bench --comm --tp 1
 tp_inter() {
     "$CLEAVE" synth --arch llama --hidden 32 --layers 1 --heads 4 --kv-heads 4 --intermediate 50 --vocab 64 --out "$TMP/tpi" >/dev/null 2>&1
     expect_fail "intermediate_size 50 is not divisible by --tp 4" "$CLEAVE" logits -m "$TMP/tpi" --ids 1 --out "$TMP/x" --tp 4
@@ -1064,7 +1089,7 @@ real_chat() {
     [[ -n $g ]] || { echo "skipped: $(cat "$TMP/g.err")"; return 0; }
     "$CLEAVE" import-gguf "$g" --out "$d" >/dev/null 2>&1 || return 1
     "$CLEAVE" generate -m "$d" --chat "What is the capital of France?" -n 24 --greedy --json | tail -n 1 >"$TMP/chat.json" || return 1
-    printf 'What is the capital of France?\n\n' | "$CLEAVE" chat -m "$d" --greedy -n 24 >"$TMP/chat.txt" 2>/dev/null || return 1
+    printf 'What is the capital of France?\n\n' | "$CLEAVE" chat -m "$d" --greedy -n 24 --repetition-penalty 1 >"$TMP/chat.txt" 2>/dev/null || return 1
     cat "$TMP/chat.txt"
     python3 -c "import json,sys; o=json.load(open(sys.argv[1])); print(repr(o['text'])); sys.exit('Paris' not in o['text'])" "$TMP/chat.json" &&
         grep -q "Paris" "$TMP/chat.txt"

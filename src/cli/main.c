@@ -31,7 +31,9 @@
     "                         GPU, then the CPU, then disk\n"                                      \
     "                         Default: cpu, or auto when --max-memory is given\n"                \
     "  --max-memory LIST      budgets, e.g. cuda:0=20GiB,cpu=8GiB,disk=20GB (B, KB/MB/GB = 10^3..,\n" \
-    "                         KiB/MiB/GiB = 2^10..); unset devices: their free memory\n"            \
+    "                         KiB/MiB/GiB = 2^10..). auto, balanced* and sequential then use\n"   \
+    "                         only the listed devices and disk (and the CPU when no compute\n"     \
+    "                         device is listed); without it, every device's free memory\n"       \
     "  --ctx N                KV cache tokens to budget and allocate\n"                             \
     "  --no-prefetch          read disk-tier weights synchronously (to measure prefetching)\n"      \
     "  --offload-exec auto|main|local  who computes layers stored in CPU RAM: the main (first)\n" \
@@ -147,7 +149,16 @@ static const char *k_chat_help =
     "Interactive chat: type a message, the answer streams back. The conversation\n"
     "is rendered with the model's chat template each turn; only the new tokens are\n"
     "computed (the KV cache keeps the rest). An empty line or end of input quits.\n"
-    "Sampling flags as for generate (default: generation_config.json).\n";
+    "\n"
+    "  -m, --model DIR        model folder (with a chat template in tokenizer_config.json)\n"
+    "  --system S             a system message\n"
+    "  -n, --n-predict N      at most N tokens per answer (default 512; each turn needs\n"
+    "                         the conversation plus N tokens to fit the context)\n"
+    "  sampling               --greedy, --temperature, --top-k, --top-p, --min-p,\n"
+    "                         --repetition-penalty, --seed: as for generate (default:\n"
+    "                         generation_config.json)\n"
+    "  -t, --threads N        CPU threads per device (default: the device's cores)\n"
+    "\n" PLACEMENT_HELP;
 
 static const char *k_synth_help =
     "usage: cleave synth --arch llama|mistral|qwen2|qwen3|phi3 --hidden H --layers L --heads N\n"
@@ -198,6 +209,12 @@ static const char *value(args *a) {
     if (a->i + 1 >= a->argc) die("%s %s: missing value (see cleave %s --help)", a->cmd, a->argv[a->i], a->cmd);
     return a->argv[++a->i];
 }
+/* A value that must not be empty: "" would otherwise read as the default. */
+static const char *word_value(args *a) {
+    const char *f = a->argv[a->i], *v = value(a);
+    if (!*v) die("%s %s: empty value (see cleave %s --help)", a->cmd, f, a->cmd);
+    return v;
+}
 static int64_t int_value(args *a, int64_t lo, int64_t hi) {
     const char *f = a->argv[a->i], *v = value(a);
     int64_t x;
@@ -231,7 +248,8 @@ static const char *g_tp_plan_path;   /* --tp-plan FILE */
 static char *g_tp_plan_text;
 static clv_comm *g_comm;
 static clv_comm *g_boot; /* the host communicator NCCL was bootstrapped over */
-static pid_t g_children[256];
+#define LOCAL_MAX_RANKS 64 /* ranks one `--tp N [--pp M]` starts on this host: the shared-memory communicator's limit */
+static pid_t g_children[LOCAL_MAX_RANKS];
 static int g_n_children;
 
 static int rank0(void) { return !g_comm || g_comm->rank == 0; }
@@ -260,6 +278,9 @@ static void start_ranks(args *a, clv_load_opts *lo) {
     int want = (g_tp > 0 ? g_tp : 1) * g_pp;
     if (ri.world == 1 && want > 1) {
         /* `--tp N [--pp M]` on its own: this process is rank 0 and starts the others */
+        if (want > LOCAL_MAX_RANKS)
+            die("--tp %d x --pp %d is %d ranks: at most %d start on one host (launch more across hosts with mpirun)",
+                g_tp > 0 ? g_tp : 1, g_pp, want, LOCAL_MAX_RANKS);
         g_tp = want;
         ri.world = ri.local_world = g_tp;
         ri.master_port = 20000 + (int)(getpid() % 40000);
@@ -362,16 +383,16 @@ static bool placement_flag(args *a, clv_load_opts *lo) {
     if (flag(a, "--tp", NULL)) g_tp = (int)int_value(a, 1, 4096);
     else if (flag(a, "--pp", NULL)) g_pp = (int)int_value(a, 1, 4096);
     else if (flag(a, "--tp-plan", NULL)) {
-        const char *v = value(a);
+        const char *v = word_value(a);
         g_tp_plan_path = strcmp(v, "auto") == 0 ? NULL : v;
-    } else if (flag(a, "--device-map", NULL)) lo->device_map = value(a);
-    else if (flag(a, "--max-memory", NULL)) lo->max_memory = value(a);
+    } else if (flag(a, "--device-map", NULL)) lo->device_map = word_value(a);
+    else if (flag(a, "--max-memory", NULL)) lo->max_memory = word_value(a);
     else if (flag(a, "--ctx", NULL)) lo->ctx = (int)int_value(a, 1, INT32_MAX);
     else if (flag(a, "--no-prefetch", NULL)) lo->no_prefetch = true;
-    else if (flag(a, "--offload-exec", NULL)) lo->offload_exec = value(a);
-    else if (flag(a, "--dtype", NULL)) lo->dtype = value(a);
+    else if (flag(a, "--offload-exec", NULL)) lo->offload_exec = word_value(a);
+    else if (flag(a, "--dtype", NULL)) lo->dtype = word_value(a);
     else if (flag(a, "--prefill-precision", NULL)) lo->prefill_precision = value(a);
-    else if (flag(a, "--kv-dtype", NULL)) lo->kv_dtype = value(a);
+    else if (flag(a, "--kv-dtype", NULL)) lo->kv_dtype = word_value(a);
     else if (flag(a, "--offload-folder", NULL)) lo->offload_folder = value(a);
     else if (flag(a, "-t", "--threads")) lo->n_threads = (int)int_value(a, 1, 4096);
     else return false;
@@ -389,7 +410,7 @@ static clv_model *load_model(const char *dir, const clv_load_opts *lo) {
         clv_gen_config g0;
         clv_tp_plan tp0;
         if (clv_read_file(g_tp_plan_path, &text, &len, &st0) || clv_config_load(&c0, &g0, dir, &st0) ||
-            clv_tp_plan_make(&tp0, &c0, 1, 0, text, g_tp_plan_path, &st0))
+            clv_tp_plan_make(&tp0, &c0, g_tp > 0 ? g_tp : 1, 0, text, g_tp_plan_path, &st0))
             die_st(&st0);
         free(text);
     }
@@ -645,12 +666,13 @@ static int cmd_chat(args *a) {
     int max_new = 512;
     clv_load_opts lo = {0};
     bool greedy = false, sampling = false;
-    double temp = NAN, top_p = NAN, min_p = NAN;
+    double temp = NAN, top_p = NAN, min_p = NAN, rep = NAN;
     int64_t top_k = -1, seed = 0;
     for (a->i = 2; a->i < a->argc; a->i++) {
         help_if_asked(a);
         if (flag(a, "-m", "--model")) dir = value(a);
         else if (flag(a, "--system", NULL)) system = value(a);
+        else if (flag(a, "--repetition-penalty", NULL)) rep = num_value(a);
         else if (flag(a, "-n", "--n-predict")) max_new = (int)int_value(a, 1, 1 << 20);
         else if (flag(a, "--greedy", NULL)) greedy = true;
         else if (flag(a, "--temperature", NULL)) temp = num_value(a), sampling = true;
@@ -677,7 +699,7 @@ static int cmd_chat(args *a) {
                           .top_k = (int)(top_k >= 0 ? top_k : g->top_k),
                           .top_p = (float)(isnan(top_p) ? g->top_p : top_p),
                           .min_p = (float)(isnan(min_p) ? g->min_p : min_p),
-                          .repetition_penalty = (float)g->repetition_penalty,
+                          .repetition_penalty = (float)(isnan(rep) ? g->repetition_penalty : rep),
                           .seed = (uint64_t)seed};
     clv_sampler smp;
     if (clv_sampler_init(&smp, &sc, m->cfg.vocab, &st)) die_st(&st);
@@ -718,7 +740,9 @@ static int cmd_chat(args *a) {
             clv_tok_encode(tok, rendered, strlen(rendered), false, &ids, &n, &st))
             die_st(&st);
         free(rendered);
-        if (n + max_new > ctx) die("chat: the conversation (%d tokens) no longer fits the %d-token context", n, ctx);
+        if (n + max_new > ctx)
+            die("chat: the conversation (%d tokens) and -n %d tokens for the answer do not fit the %d-token context "
+                "(lower -n or raise --ctx)", n, max_new, ctx);
         /* reuse the cache for the common prefix; compute only the rest */
         int keep = 0;
         while (keep < n_cached && keep < n - 1 && cached[keep] == ids[keep]) keep++;
@@ -894,6 +918,7 @@ static int cmd_plan(args *a) {
         else if (flag(a, "--accelerate-compat", NULL)) lo.accelerate_compat = true;
         else if (!placement_flag(a, &lo)) unknown(a);
     }
+    if (g_pp > 1) die("plan --pp: plan prints one process's placement; it does not split pipeline stages");
     clv_model *m = load_model(dir, &lo);
     if (json) {
         char *txt = clv_plan_map_json(&m->plan);
@@ -972,6 +997,7 @@ static int cmd_synth(args *a) {
     clv_synth_opts o;
     clv_synth_defaults(&o);
     bool have_arch = false;
+    const char *rope_knob = NULL; /* a --rope-scaling parameter given */
     for (a->i = 2; a->i < a->argc; a->i++) {
         help_if_asked(a);
         if (flag(a, "--arch", NULL)) {
@@ -995,9 +1021,10 @@ static int cmd_synth(args *a) {
         else if (flag(a, "--tie", NULL)) o.tie = true;
         else if (flag(a, "--attention-bias", NULL)) o.attention_bias = true;
         else if (flag(a, "--out", "-o")) o.out_dir = value(a);
-        else if (flag(a, "--rope-factor", NULL)) o.rope_factor = num_value(a);
+        else if (flag(a, "--rope-factor", NULL)) o.rope_factor = num_value(a), rope_knob = "--rope-factor";
         else if (flag(a, "--rope-theta", NULL)) o.rope_theta = num_value(a);
-        else if (flag(a, "--rope-orig-max-pos", NULL)) o.rope_orig_max_pos = (int)int_value(a, 1, INT32_MAX);
+        else if (flag(a, "--rope-orig-max-pos", NULL))
+            o.rope_orig_max_pos = (int)int_value(a, 1, INT32_MAX), rope_knob = "--rope-orig-max-pos";
         else if (flag(a, "--sliding-window", NULL)) o.sliding_window = (int)int_value(a, 1, INT32_MAX);
         else if (flag(a, "--rope-scaling", NULL)) {
             const char *v = value(a);
@@ -1014,6 +1041,7 @@ static int cmd_synth(args *a) {
         } else unknown(a);
     }
     if (!have_arch || !o.out_dir) die("synth: --arch and --out are required (see cleave synth --help)");
+    if (rope_knob && o.rope == CLV_ROPE_DEFAULT) die("synth: %s needs --rope-scaling linear|llama3|yarn", rope_knob);
     if (o.rope != CLV_ROPE_DEFAULT && o.rope != CLV_ROPE_LINEAR && !o.rope_orig_max_pos)
         o.rope_orig_max_pos = o.max_pos < 8192 ? o.max_pos : 8192;
     if (o.sliding_window && o.arch == CLV_ARCH_LLAMA) die("synth: --sliding-window needs --arch mistral, qwen2 or qwen3");
@@ -1028,6 +1056,7 @@ static int cmd_synth(args *a) {
 /* All-reduce latency of this job's communicator for message sizes 1 KiB .. 16 MiB. */
 static int bench_comm(args *a) {
     clv_load_opts lo = {0};
+    if (g_tp == 1) die("bench --comm measures an all-reduce: give --tp 2 or more (default 2)");
     if (g_tp < 2) g_tp = 2;
     start_ranks(a, &lo);
     if (!g_comm) die("bench --comm needs at least 2 ranks");

@@ -140,6 +140,9 @@ int clv_synth_write(const clv_synth_opts *o, clv_status *st) {
     if (o->dtype != CLV_DT_F32 && o->dtype != CLV_DT_BF16 && o->dtype != CLV_DT_F16)
         return clv_fail(st, CLV_EINVAL, "synth: --dtype must be f32, bf16 or f16");
     if (o->rope != CLV_ROPE_DEFAULT && !(o->rope_factor >= 1)) return clv_fail(st, CLV_EINVAL, "synth: --rope-factor must be >= 1");
+    if ((o->head_dim ? o->head_dim : o->hidden / o->heads) % 2)
+        return clv_fail(st, CLV_EINVAL, "synth: head_dim %d must be even (RoPE rotates pairs)", o->head_dim ? o->head_dim : o->hidden / o->heads);
+    if (!(o->rope_theta > 1)) return clv_fail(st, CLV_EINVAL, "synth: --rope-theta must be > 1");
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
         return clv_fail(st, CLV_EIO, "%s: cannot create: %s", o->out_dir, strerror(errno));
 

@@ -217,7 +217,7 @@ int clv_size_parse(const char *s, uint64_t *out, clv_status *st) {
             double bytes = v * units[i].mult;
             if (bytes > 1.8e19) return clv_fail(st, CLV_EINVAL, "size '%s' is too large", s);
             if (units[i].mult == 1 && floor(v) != v) return clv_fail(st, CLV_EINVAL, "size '%s': bytes must be a whole number", s);
-            *out = (uint64_t)llround(bytes);
+            *out = (uint64_t)(bytes + 0.5); /* < 2^64 */
             return 0;
         }
     if (strcmp(unit, "k") == 0 || strcmp(unit, "m") == 0 || strcmp(unit, "g") == 0 || strcmp(unit, "t") == 0)
@@ -286,7 +286,7 @@ static int *module_slot(clv_plan *p, const module *m) {
 static int add_device(clv_plan *p, clv_device d, uint64_t budget) {
     for (int i = 0; i < p->n_devices; i++)
         if (clv_device_eq(p->devices[i], d)) return i;
-    CLV_ASSERT(p->n_devices < CLV_MAX_DEVICES);
+    if (p->n_devices == CLV_MAX_DEVICES) return -1;
     p->devices[p->n_devices] = d;
     p->budget[p->n_devices] = budget;
     return p->n_devices++;
@@ -463,6 +463,7 @@ static int account(clv_plan *p, const module *m, int nm, const clv_module_sizes 
 /* Resolve Hugging Face module names against the modules of this model. */
 static int resolve_key(const char *key, const module *m, int nm, bool *hit, int *n_hit, clv_status *st) {
     *n_hit = 0;
+    for (int i = 0; i < nm; i++) hit[i] = false;
     if (strcmp(key, "model.rotary_emb") == 0) return 0; /* no weights */
     size_t kl = strlen(key);
     for (int i = 0; i < nm; i++) {
@@ -484,11 +485,18 @@ static int resolve_key(const char *key, const module *m, int nm, bool *hit, int 
 static int explicit_map(clv_plan *p, const module *m, int nm, const clv_plan_request *req, const clv_topology *topo,
                         int *assign_dev, clv_status *st) {
     const char *src = req->map_path ? req->map_path : "device map";
-    cJSON *root = cJSON_Parse(req->map_json);
+    cJSON *root = cJSON_ParseWithOpts(req->map_json, NULL, true); /* nothing after the object */
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return clv_fail(st, CLV_EINVAL, "%s: not a JSON object of module -> device", src);
     }
+    for (const cJSON *a = root->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (strcmp(a->string, b->string) == 0) {
+                clv_fail(st, CLV_EINVAL, "%s: \"%s\" appears twice", src, a->string);
+                cJSON_Delete(root);
+                return st->code;
+            }
     int best_len[CLV_MAX_LAYERS + 4];
     for (int i = 0; i < nm; i++) best_len[i] = -1, assign_dev[i] = -1;
     int head_dev = -1, rc = 0;
@@ -497,7 +505,14 @@ static int explicit_map(clv_plan *p, const module *m, int nm, const clv_plan_req
     cJSON_ArrayForEach(e, root) {
         clv_device d;
         char dv[32];
-        if (cJSON_IsNumber(e)) snprintf(dv, sizeof dv, "%d", (int)e->valuedouble);
+        if (cJSON_IsNumber(e)) {
+            if (!(e->valuedouble >= 0 && e->valuedouble <= CLV_MAX_DEVICES && floor(e->valuedouble) == e->valuedouble)) {
+                rc = clv_fail(st, CLV_EINVAL, "%s: \"%s\": %g is not a GPU index (a whole number 0..%d)", src, e->string,
+                              e->valuedouble, CLV_MAX_DEVICES);
+                goto done;
+            }
+            snprintf(dv, sizeof dv, "%d", (int)e->valuedouble);
+        }
         else if (cJSON_IsString(e)) snprintf(dv, sizeof dv, "%s", e->valuestring);
         else {
             rc = clv_fail(st, CLV_EINVAL, "%s: \"%s\" must map to a device name", src, e->string);
@@ -512,10 +527,15 @@ static int explicit_map(clv_plan *p, const module *m, int nm, const clv_plan_req
             clv_wrap(st, "%s: ", src);
             goto done;
         }
+        if (n_hit == 0 && strcmp(e->string, "lm_head") != 0) continue; /* model.rotary_emb: no weights, no device */
         uint64_t budget = default_budget(d, topo);
         for (int k = 0; k < req->n_budgets; k++)
             if (clv_device_eq(req->budget_dev[k], d)) budget = req->budget[k];
         int di = add_device(p, d, budget);
+        if (di < 0) {
+            rc = clv_fail(st, CLV_EINVAL, "%s: \"%s\": more than %d devices", src, e->string, CLV_MAX_DEVICES);
+            goto done;
+        }
         if (strcmp(e->string, "lm_head") == 0 && n_hit == 0) head_dev = di; /* tied: checked below */
         for (int i = 0; i < nm; i++)
             if (hit[i] && (int)strlen(e->string) > best_len[i]) best_len[i] = (int)strlen(e->string), assign_dev[i] = di;
@@ -564,16 +584,19 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
     int nm = build_modules(c, ms, req->accelerate_compat ? 0 : ctx, req->accelerate_compat && planned, m), rc;
     int assign_dev[CLV_MAX_LAYERS + 4];
 
-    if (req->mode == CLV_MAP_EXPLICIT) {
-        if ((rc = explicit_map(p, m, nm, req, topo, assign_dev, st))) return rc;
-    } else if (req->mode == CLV_MAP_DEVICE) {
-        if ((rc = check_device(req->device, topo, st))) return rc;
-        uint64_t budget = default_budget(req->device, topo);
-        for (int k = 0; k < req->n_budgets; k++)
-            if (clv_device_eq(req->budget_dev[k], req->device)) budget = req->budget[k];
-        add_device(p, req->device, budget);
-        for (int i = 0; i < nm; i++) assign_dev[i] = 0;
+    if (req->mode == CLV_MAP_EXPLICIT || req->mode == CLV_MAP_DEVICE) {
+        if (req->mode == CLV_MAP_EXPLICIT && (rc = explicit_map(p, m, nm, req, topo, assign_dev, st))) return rc;
+        if (req->mode == CLV_MAP_DEVICE) {
+            if ((rc = check_device(req->device, topo, st))) return rc;
+            uint64_t budget = default_budget(req->device, topo);
+            for (int k = 0; k < req->n_budgets; k++)
+                if (clv_device_eq(req->budget_dev[k], req->device)) budget = req->budget[k];
+            add_device(p, req->device, budget);
+            for (int i = 0; i < nm; i++) assign_dev[i] = 0;
+        }
     } else {
+        if (req->n_budgets > CLV_MAX_DEVICES - 2)
+            return clv_fail(st, CLV_EINVAL, "--max-memory: at most %d devices (disk is added to them)", CLV_MAX_DEVICES - 2);
         for (int k = 0; k < req->n_budgets; k++) {
             if ((rc = check_device(req->budget_dev[k], topo, st))) return rc;
             add_device(p, req->budget_dev[k], req->budget[k]);
@@ -598,7 +621,23 @@ static int plan_once(clv_plan *p, const clv_config *c, const clv_module_sizes *m
     int main_dev = -1;
     for (int d = 0; d < p->n_devices && main_dev < 0; d++)
         if (is_compute(p->devices[d])) main_dev = d;
-    if (main_dev < 0) main_dev = add_device(p, (clv_device){CLV_DEV_CPU, -1}, default_budget((clv_device){CLV_DEV_CPU, -1}, topo));
+    if (main_dev < 0) {
+        const clv_device cpu = {CLV_DEV_CPU, -1};
+        uint64_t budget = default_budget(cpu, topo);
+        for (int k = 0; k < req->n_budgets; k++)
+            if (clv_device_eq(req->budget_dev[k], cpu)) budget = req->budget[k];
+        main_dev = add_device(p, cpu, budget);
+    }
+    /* a budget applies to a device of the plan; any other is a mistake, not ignored */
+    for (int k = 0; k < req->n_budgets; k++) {
+        bool used = false;
+        for (int d = 0; d < p->n_devices; d++) used |= clv_device_eq(p->devices[d], req->budget_dev[k]);
+        if (!used) {
+            char dn[32];
+            clv_device_str(&req->budget_dev[k], dn, sizeof dn);
+            return clv_fail(st, CLV_EINVAL, "--max-memory gives a budget for %s, which the device map does not use", dn);
+        }
+    }
     sort_devices(p);
     /* indices moved: remap */
     int remap[CLV_MAX_DEVICES];

@@ -93,7 +93,7 @@ int clv_tp_plan_make(clv_tp_plan *p, const clv_config *c, int n, int rank, const
         for (int l = 0; l < L; l++)
             for (int k = 0; k < M_LAYER_COUNT; k++) s[l][k] = CLV_TP_REPLICATE;
         head = CLV_TP_REPLICATE;
-        cJSON *root = cJSON_Parse(json);
+        cJSON *root = cJSON_ParseWithOpts(json, NULL, true); /* nothing after the object */
         if (!cJSON_IsObject(root)) {
             cJSON_Delete(root);
             return clv_fail(st, CLV_EINVAL, "%s: not a JSON object of module pattern -> strategy", src);

@@ -234,6 +234,8 @@ void clv_model_sizes(const clv_model *m, int max_t, clv_module_sizes *ms) {
 static int parse_max_memory(const char *s, clv_plan_request *req, clv_status *st) {
     char buf[1024];
     if (strlen(s) >= sizeof buf) return clv_fail(st, CLV_EINVAL, "--max-memory: too long");
+    if (!*s || *s == ',' || s[strlen(s) - 1] == ',' || strstr(s, ",,"))
+        return clv_fail(st, CLV_EINVAL, "--max-memory '%s': an empty entry (want DEVICE=SIZE[,DEVICE=SIZE...])", s);
     snprintf(buf, sizeof buf, "%s", s);
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '=');

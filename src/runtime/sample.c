@@ -107,14 +107,17 @@ int clv_sampler_next(clv_sampler *s, float *logits, const int32_t *hist, int n_h
             if (logits[i] > logits[best]) best = i;
         return best;
     }
-    for (int i = 0; i < V; i++) logits[i] /= c->temperature;
     int n = V;
     for (int i = 0; i < V; i++) s->idx[i] = i;
     select_top(s->idx, V, c->top_k > 0 && c->top_k < V ? c->top_k : V, logits);
     if (c->top_k > 0 && c->top_k < V) n = c->top_k;
-    /* softmax over the candidates (sorted descending) */
-    double mx = logits[s->idx[0]], sum = 0;
-    for (int i = 0; i < n; i++) sum += (s->prob[i] = (float)exp(logits[s->idx[i]] - mx));
+    /* softmax of logits / temperature over the candidates (sorted descending;
+     * dividing by a positive temperature keeps the order). Differences to the
+     * largest are divided, so a tiny temperature gives probability 1 to the
+     * top token and 0 to the rest, never inf - inf. */
+    const double mx = logits[s->idx[0]], inv_t = 1.0 / (double)c->temperature;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += (s->prob[i] = (float)exp(((double)logits[s->idx[i]] - mx) * inv_t));
     for (int i = 0; i < n; i++) s->prob[i] = (float)(s->prob[i] / sum);
     if (c->top_p < 1.0f) { /* smallest prefix whose mass reaches top_p */
         double cum = 0;
